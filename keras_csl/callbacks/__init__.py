@@ -1,0 +1,3 @@
+"""Callbacks of keras-csl."""
+
+from keras_csl.callbacks.class_prior_updater import ClassPriorUpdater

@@ -1,0 +1,7 @@
+"""TFRecord datasets with partial labels (TensorFlow only)."""
+
+from keras_csl.data.features import encode_example
+from keras_csl.data.features import make_targets
+from keras_csl.data.features import parse_example
+from keras_csl.data.features import read_classes_csv
+from keras_csl.data.features import write_classes_csv

@@ -1,0 +1,135 @@
+"""The TFRecord layout of keras-csl datasets (TensorFlow only).
+
+One `tf.train.Example` per image. Class lists hold class *indices* into the
+dataset's classes file, so a reader needs nothing but `num_classes`:
+
+- `image/encoded`: the encoded image (JPEG or PNG bytes).
+- `image/format`: `b"jpeg"` or `b"png"`.
+- `image/id`: the image id (e.g. the OpenImages ImageID).
+- `image/class/positive`: int64 list, classes present.
+- `image/class/negative`: int64 list, classes verified absent.
+- `image/class/not_exhaustive`: int64 list (LVIS), informational.
+
+Every class in neither list is un-annotated (-1). The classes file next to
+the shards (`classes.csv`: `index,class_id,display_name`) maps indices to
+ids and names.
+"""
+
+import csv
+
+import tensorflow as tf
+
+IMAGE_KEY = "image/encoded"
+FORMAT_KEY = "image/format"
+ID_KEY = "image/id"
+POSITIVE_KEY = "image/class/positive"
+NEGATIVE_KEY = "image/class/negative"
+NOT_EXHAUSTIVE_KEY = "image/class/not_exhaustive"
+
+CLASSES_FILE = "classes.csv"
+CLASSES_HEADER = ("index", "class_id", "display_name")
+
+FEATURE_SPEC = {
+    IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
+    FORMAT_KEY: tf.io.FixedLenFeature([], tf.string, default_value="jpeg"),
+    ID_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
+    POSITIVE_KEY: tf.io.VarLenFeature(tf.int64),
+    NEGATIVE_KEY: tf.io.VarLenFeature(tf.int64),
+    NOT_EXHAUSTIVE_KEY: tf.io.VarLenFeature(tf.int64),
+}
+
+
+def _bytes(values):
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+
+
+def _ints(values):
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+
+
+def encode_example(
+    image_bytes,
+    image_id,
+    positive,
+    negative=(),
+    image_format="jpeg",
+    not_exhaustive=(),
+):
+    """Serializes one image and its labels to `tf.train.Example` bytes.
+
+    Class lists are written sorted, so equal inputs give equal bytes.
+    """
+    if isinstance(image_id, str):
+        image_id = image_id.encode("utf-8")
+    if isinstance(image_format, str):
+        image_format = image_format.encode("ascii")
+    feature = {
+        IMAGE_KEY: _bytes([image_bytes]),
+        FORMAT_KEY: _bytes([image_format]),
+        ID_KEY: _bytes([image_id]),
+        POSITIVE_KEY: _ints(sorted(int(c) for c in positive)),
+        NEGATIVE_KEY: _ints(sorted(int(c) for c in negative)),
+    }
+    if len(not_exhaustive):
+        feature[NOT_EXHAUSTIVE_KEY] = _ints(sorted(int(c) for c in not_exhaustive))
+    example = tf.train.Example(features=tf.train.Features(feature=feature))
+    return example.SerializeToString()
+
+
+def parse_example(serialized):
+    """Parses serialized examples (a scalar or a batch) to a dict of tensors.
+
+    Class lists come back dense (`tf.int64`, padded with -1 in a batch).
+    """
+    parsed = tf.io.parse_example(serialized, FEATURE_SPEC)
+    for key in (POSITIVE_KEY, NEGATIVE_KEY, NOT_EXHAUSTIVE_KEY):
+        parsed[key] = tf.sparse.to_dense(parsed[key], default_value=-1)
+    return parsed
+
+
+def make_targets(positive, negative, num_classes):
+    """Dense float32 targets `[num_classes]` in {1, 0, -1} from index lists.
+
+    Padding entries (-1) in the lists are ignored. A class listed in both
+    lists counts as positive (converters never write such conflicts).
+    """
+    positive = tf.boolean_mask(positive, positive >= 0)
+    negative = tf.boolean_mask(negative, negative >= 0)
+    targets = tf.fill([num_classes], -1.0)
+    targets = tf.tensor_scatter_nd_update(
+        targets, negative[:, None], tf.zeros_like(negative, tf.float32)
+    )
+    targets = tf.tensor_scatter_nd_update(
+        targets, positive[:, None], tf.ones_like(positive, tf.float32)
+    )
+    return targets
+
+
+def write_classes_csv(path, class_ids, display_names):
+    """Writes the classes file: `index,class_id,display_name`."""
+    with tf.io.gfile.GFile(path, "w") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(CLASSES_HEADER)
+        for index, (class_id, name) in enumerate(zip(class_ids, display_names)):
+            writer.writerow([index, class_id, name])
+
+
+def read_classes_csv(path):
+    """Reads the classes file; returns `(class_ids, display_names)` lists."""
+    with tf.io.gfile.GFile(path, "r") as f:
+        rows = list(csv.reader(f))
+    if not rows or tuple(rows[0][:3]) != CLASSES_HEADER:
+        raise ValueError(
+            f"Invalid classes file {path}: expected the header "
+            f"{','.join(CLASSES_HEADER)}. Received: {rows[0] if rows else 'an empty file'}"
+        )
+    class_ids, names = [], []
+    for line, row in enumerate(rows[1:], 2):
+        if len(row) < 3 or row[0] != str(len(class_ids)):
+            raise ValueError(
+                f"Invalid classes file {path}, line {line}: expected "
+                f"index {len(class_ids)},class_id,display_name. Received: {row!r}"
+            )
+        class_ids.append(row[1])
+        names.append(row[2])
+    return class_ids, names

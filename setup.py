@@ -1,0 +1,45 @@
+"""Packaging for keras-csl."""
+
+import pathlib
+
+from setuptools import find_packages, setup
+
+HERE = pathlib.Path(__file__).parent
+VERSION = {}
+exec((HERE / "keras_csl" / "version.py").read_text(), VERSION)
+
+setup(
+    name="keras-csl",
+    version=VERSION["__version__"],
+    description=(
+        "Class-aware Selective Loss (CSL) for multi-label classification "
+        "with partial annotations, for Keras 3 and TensorFlow."
+    ),
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["keras_csl", "keras_csl.*"]),
+    install_requires=[
+        "tensorflow>=2.16",
+        "keras>=3.5,<4",
+        "numpy>=1.23",
+        "absl-py>=1.0",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=7",
+            "jax>=0.4.30",
+            "scikit-learn>=1.2",
+            "matplotlib>=3.6",
+            "pillow>=9",
+        ],
+        "demo": ["scikit-learn>=1.2", "matplotlib>=3.6", "pillow>=9"],
+        "hub": ["keras-hub>=0.18"],
+    },
+    include_package_data=True,
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)
