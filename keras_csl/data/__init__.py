@@ -4,4 +4,6 @@ from keras_csl.data.features import encode_example
 from keras_csl.data.features import make_targets
 from keras_csl.data.features import parse_example
 from keras_csl.data.features import read_classes_csv
+from keras_csl.data.features import read_label_overlay
 from keras_csl.data.features import write_classes_csv
+from keras_csl.data.features import write_label_overlay

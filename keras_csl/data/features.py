@@ -133,3 +133,47 @@ def read_classes_csv(path):
         class_ids.append(row[1])
         names.append(row[2])
     return class_ids, names
+
+
+# A label overlay replaces the labels of a converted dataset without
+# rewriting its images (e.g. a simulated partial annotation):
+# CSV with the header below; class indices separated by spaces.
+OVERLAY_HEADER = ("image_id", "positive", "negative")
+
+
+def write_label_overlay(path, rows):
+    """Writes `(image_id, positives, negatives)` rows as a label overlay."""
+    with tf.io.gfile.GFile(path, "w") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(OVERLAY_HEADER)
+        for image_id, positive, negative in rows:
+            writer.writerow(
+                [
+                    image_id,
+                    " ".join(str(int(c)) for c in sorted(positive)),
+                    " ".join(str(int(c)) for c in sorted(negative)),
+                ]
+            )
+
+
+def read_label_overlay(path):
+    """Reads a label overlay; returns `{image_id: (positives, negatives)}`."""
+    with tf.io.gfile.GFile(path, "r") as f:
+        rows = list(csv.reader(f))
+    if not rows or tuple(rows[0][:3]) != OVERLAY_HEADER:
+        raise ValueError(
+            f"Invalid label overlay {path}: expected the header "
+            f"{','.join(OVERLAY_HEADER)}. Received: {rows[0] if rows else 'an empty file'}"
+        )
+    overlay = {}
+    for line, row in enumerate(rows[1:], 2):
+        try:
+            positive = [int(c) for c in row[1].split()]
+            negative = [int(c) for c in row[2].split()]
+        except (IndexError, ValueError):
+            raise ValueError(
+                f"Invalid label overlay {path}, line {line}: expected "
+                f"image_id,positive,negative. Received: {row!r}"
+            ) from None
+        overlay[row[0]] = (positive, negative)
+    return overlay
