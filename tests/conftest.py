@@ -15,7 +15,7 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 _cpus = tf.config.list_physical_devices("CPU")
-if len(tf.config.list_logical_devices("CPU")) < 2:
+if not tf.config.get_logical_device_configuration(_cpus[0]):
     tf.config.set_logical_device_configuration(
         _cpus[0],
         [tf.config.LogicalDeviceConfiguration()] * 2,
