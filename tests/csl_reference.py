@@ -27,8 +27,13 @@ def csl_reference(
     likelihood_scope="batch",
     prior=None,
     prior_threshold=0.05,
+    return_gradient=False,
 ):
-    """Per-sample loss, float64 array of shape [batch]."""
+    """Per-sample loss, float64 array of shape [batch].
+
+    With `return_gradient`, the gradient of the summed loss with respect to
+    the logits instead, shape [batch, classes].
+    """
     t = np.asarray(targets, dtype=np.float64)
     x = np.asarray(logits, dtype=np.float64)
     pos, neg, un = (t == 1), (t == 0), (t == -1)
@@ -60,15 +65,21 @@ def csl_reference(
                     weights[row, cols[order[:likelihood_topk]]] = 0.0
 
     log = lambda v: np.log(np.maximum(v, 1e-8))  # noqa: E731
-    ll = (
-        alpha_pos * pos * log(xs_pos)
-        + alpha_neg * neg * log(xs_neg)
-        + alpha_unannotated * un * log(xs_neg)
-    )
+    alpha = alpha_pos * pos + alpha_neg * neg + alpha_unannotated * un
+    ll = pos * log(xs_pos) + (neg + un) * log(xs_neg)
     base = 1.0 - xs_pos * pos - xs_neg * (neg + un)
     gamma = gamma_pos * pos + gamma_neg * neg + gamma_unannotated * un
-    ll = ll * np.power(base, gamma) * weights
-    return -ll.sum(axis=1)
+    coefficient = alpha * np.power(base, gamma) * weights
+    if return_gradient:
+        # d log p / dx = 1 - p; d log(1 - p) / dx = -p; with the clip,
+        # d log(min(1 - p + m, 1)) / dx = -p (1 - p) / (1 - p + m) below 1.
+        p = xs_pos
+        if clip > 0:
+            d_neg = np.where(1 - p + clip < 1, -p * (1 - p) / (1 - p + clip), 0.0)
+        else:
+            d_neg = -p
+        return -coefficient * np.where(pos, 1 - p, d_neg)
+    return -(coefficient * ll).sum(axis=1)
 
 
 def random_partial_batch(rng, batch, classes, p_unannotated=0.6, p_positive=0.1):

@@ -129,9 +129,10 @@ def _batch_threshold(masked, k_per_row, method):
     num_blocks = block_max.shape[0]
     if num_blocks is None:
         num_blocks = ops.shape(block_max)[0]
-    kb = ops.minimum(k, num_blocks)
-    if isinstance(k, int):
-        kb = int(kb)
+    if isinstance(k, int) and isinstance(num_blocks, int):
+        kb = min(k, num_blocks)
+    else:
+        kb = ops.minimum(k, num_blocks)
     if method == "top_k":
         keep = ops.top_k(block_max, kb, sorted=False)[1]
     else:

@@ -41,10 +41,31 @@ def class_aware_selective_loss(
     y_pred = ops.cast(y_pred, "float32")
     logits = y_pred if from_logits else _probabilities_to_logits(y_pred)
 
+    # Neither positive nor un-annotated means a verified negative.
     positive = targets > 0.5
     unannotated = targets < -0.5
-    # Everything that is neither positive nor un-annotated is a negative.
-    negative = ops.logical_not(ops.logical_or(positive, unannotated))
+
+    def coefficient_of(one_minus_p_t, logits):
+        """alpha * (1 - p_t)^gamma * selection weight, without gradient."""
+        coefficient = _by_kind(
+            positive,
+            unannotated,
+            _scaled(alpha_pos, _power(one_minus_p_t, gamma_pos)),
+            _scaled(alpha_neg, _power(one_minus_p_t, gamma_neg)),
+            _scaled(alpha_unannotated, _power(one_minus_p_t, gamma_unannotated)),
+        )
+        keep = selection_weight(
+            logits,
+            unannotated,
+            mode=mode,
+            likelihood_topk=likelihood_topk,
+            likelihood_scope=likelihood_scope,
+            prior=prior,
+            prior_threshold=prior_threshold,
+        )
+        if keep is not None:
+            coefficient = ops.where(keep, coefficient, 0.0)
+        return ops.stop_gradient(coefficient)
 
     if clip > 0:
         # Probability shifting of ASL on every non-positive entry:
@@ -55,33 +76,41 @@ def class_aware_selective_loss(
             ops.log(ops.minimum(ops.sigmoid(-logits) + clip, 1.0)),
         )
         p = ops.sigmoid(logits)
-        one_minus_p_t = ops.where(
-            positive, 1.0 - p, ops.maximum(p - clip, 0.0)
+        coefficient = coefficient_of(
+            ops.where(positive, 1.0 - p, ops.maximum(p - clip, 0.0)), logits
         )
-    else:
-        # log p for positives, log(1 - p) = log_sigmoid(-x) otherwise.
-        signed = ops.where(positive, logits, -logits)
-        log_likelihood = ops.log_sigmoid(signed)
-        one_minus_p_t = ops.sigmoid(-signed)
+        return -ops.sum(coefficient * log_likelihood, axis=-1)
+    return _weighted_log_sigmoid_loss(logits, positive, coefficient_of)
 
-    coefficient = _by_kind(positive, negative, alpha_pos, alpha_neg, alpha_unannotated)
-    if gamma_pos or gamma_neg or gamma_unannotated:
-        gamma = _by_kind(positive, negative, gamma_pos, gamma_neg, gamma_unannotated)
-        coefficient = coefficient * ops.power(one_minus_p_t, gamma)
 
-    keep = selection_weight(
-        logits,
-        unannotated,
-        mode=mode,
-        likelihood_topk=likelihood_topk,
-        likelihood_scope=likelihood_scope,
-        prior=prior,
-        prior_threshold=prior_threshold,
-    )
-    if keep is not None:
-        coefficient = coefficient * ops.cast(keep, "float32")
-    coefficient = ops.stop_gradient(coefficient)
-    return -ops.sum(coefficient * log_likelihood, axis=-1)
+def _weighted_log_sigmoid_loss(logits, positive, coefficient_of):
+    """-sum_c coefficient * log p_t, with a hand-written gradient.
+
+    With s = x for positives and -x otherwise, log p_t = log_sigmoid(s)
+    and 1 - p_t = sigmoid(-s); both come from one `exp(-|s|)`, and the
+    gradient -coefficient * sigmoid(-s) * ds/dx reuses them, so the backward
+    pass is two multiplications instead of a replay of the forward graph.
+    """
+
+    @ops.custom_gradient
+    def loss_fn(x):
+        signed = ops.where(positive, x, -x)
+        e = ops.exp(-ops.abs(signed))
+        log_p_t = ops.minimum(signed, 0.0) - ops.log1p(e)
+        one_minus_p_t = ops.where(signed > 0, e, 1.0) / (1.0 + e)
+        # Selection reads `x`, not the outer logits: under JAX a closure over
+        # the outer tracer would leak out of the custom-gradient trace.
+        coefficient = coefficient_of(one_minus_p_t, x)
+        scaled = coefficient * one_minus_p_t
+
+        def grad(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+            return ops.expand_dims(upstream, -1) * ops.where(positive, -scaled, scaled)
+
+        return -ops.sum(coefficient * log_p_t, axis=-1), grad
+
+    return loss_fn(logits)
 
 
 def selection_weight(
@@ -125,15 +154,42 @@ def selection_weight(
     return keep
 
 
-def _by_kind(positive, negative, value_pos, value_neg, value_unannotated):
-    """A per-entry map of three constants, chosen by the target's kind."""
-    if value_pos == value_neg == value_unannotated:
-        return ops.full(ops.shape(positive), float(value_pos), dtype="float32")
-    return ops.where(
-        positive,
-        float(value_pos),
-        ops.where(negative, float(value_neg), float(value_unannotated)),
-    )
+def _power(base, exponent):
+    """`base ** exponent` for a Python float exponent, cheaply.
+
+    A tensor exponent (one per kind) costs a full `exp(g * log(b))` per
+    entry; small integer exponents are a few multiplications instead.
+    """
+    if exponent == 0:
+        return 1.0  # Also where base is 0, as torch.pow(0, 0) = 1.
+    if exponent == int(exponent) and exponent <= 4:
+        result = base
+        for _ in range(int(exponent) - 1):
+            result = result * base
+        return result
+    return ops.power(base, exponent)
+
+
+def _scaled(alpha, value):
+    if alpha == 1:
+        return value
+    return float(alpha) * value
+
+
+def _by_kind(positive, unannotated, if_pos, if_neg, if_unannotated):
+    """Per-entry values chosen by the target's kind (tensors or floats)."""
+    values = if_neg
+    if not _same(if_unannotated, if_neg):
+        values = ops.where(unannotated, if_unannotated, values)
+    if not _same(if_pos, values):
+        values = ops.where(positive, if_pos, values)
+    if isinstance(values, float):
+        values = ops.full(ops.shape(positive), values, dtype="float32")
+    return values
+
+
+def _same(a, b):
+    return a is b or (isinstance(a, float) and isinstance(b, float) and a == b)
 
 
 def _probabilities_to_logits(probabilities):

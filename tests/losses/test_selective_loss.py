@@ -231,6 +231,23 @@ def test_matches_numpy_reference(settings, shape):
     np.testing.assert_allclose(loss_values(loss, targets, logits), expected, rtol=2e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("settings", SETTINGS)
+def test_gradient_matches_numpy_reference(settings):
+    rng = np.random.default_rng(len(str(settings)))
+    targets, logits = random_partial_batch(rng, 8, 120)
+    settings = dict(settings)
+    if settings.get("prior"):
+        settings["prior"] = rng.random(120).astype("float32")
+    else:
+        settings.pop("prior", None)
+    expected = csl_reference(targets, logits, return_gradient=True, **settings)
+    loss = keras_csl.ClassAwareSelectiveLoss(reduction="sum", **settings)
+    x = tf.Variable(logits)
+    with tf.GradientTape() as tape:
+        value = loss(targets, x)
+    np.testing.assert_allclose(tape.gradient(value, x).numpy(), expected, rtol=1e-5, atol=1e-7)
+
+
 def test_matches_reference_at_openimages_width():
     # 9,605 classes use the blocked top-k path.
     rng = np.random.default_rng(7)
@@ -410,3 +427,50 @@ def test_save_and_load_keeps_the_prior(tmp_path):
     revived = keras.saving.load_model(path)
     assert isinstance(revived.loss, keras_csl.ClassAwareSelectiveLoss)
     np.testing.assert_allclose(revived.loss.prior, [0.9, 0.1, 0.6, 0.0])
+
+
+JAX_SCRIPT = """
+import json, sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+import jax, keras, keras_csl
+from csl_reference import csl_reference, random_partial_batch
+assert keras.backend.backend() == "jax"
+errors = {}
+rng = np.random.default_rng(0)
+for name, shape, settings in [
+    ("default", (16, 80), dict()),
+    ("wide", (8, 9605), dict(likelihood_topk=5)),
+    ("sample", (8, 300), dict(likelihood_topk=3, likelihood_scope="sample")),
+    ("clip", (8, 300), dict(clip=0.05, mode="negative", gamma_neg=4.0)),
+]:
+    targets, logits = random_partial_batch(rng, *shape)
+    prior = rng.random(shape[1]).astype("float32")
+    loss = keras_csl.ClassAwareSelectiveLoss(prior=prior, reduction="sum", **settings)
+    value, grad = jax.jit(jax.value_and_grad(lambda x: loss(targets, x)))(logits)
+    ref = csl_reference(targets, logits, prior=prior, **settings).sum()
+    ref_grad = csl_reference(targets, logits, prior=prior, return_gradient=True, **settings)
+    errors[name] = [abs(float(value) - ref) / abs(ref), float(np.abs(np.asarray(grad) - ref_grad).max())]
+print(json.dumps(errors))
+"""
+
+
+def test_jax_backend_matches_reference(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "jax_loss.py"
+    script.write_text(JAX_SCRIPT)
+    tests_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+    result = subprocess.run(
+        [sys.executable, str(script), tests_dir], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    errors = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(errors) == {"default", "wide", "sample", "clip"}
+    for name, (value_error, grad_error) in errors.items():
+        assert value_error < 1e-5, name
+        assert grad_error < 1e-6, name
