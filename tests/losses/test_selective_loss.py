@@ -474,3 +474,55 @@ def test_jax_backend_matches_reference(tmp_path):
     for name, (value_error, grad_error) in errors.items():
         assert value_error < 1e-5, name
         assert grad_error < 1e-6, name
+
+
+TORCH_SCRIPT = """
+import json, sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+import torch, keras, keras_csl
+from csl_reference import csl_reference, random_partial_batch
+assert keras.backend.backend() == "torch"
+errors = {}
+rng = np.random.default_rng(1)
+for name, shape, settings in [
+    ("default", (16, 80), dict()),
+    ("wide", (8, 9605), dict()),
+    ("sample", (8, 300), dict(likelihood_topk=3, likelihood_scope="sample")),
+    ("clip", (8, 300), dict(clip=0.05, mode="negative", gamma_neg=4.0)),
+]:
+    targets, logits = random_partial_batch(rng, *shape)
+    prior = rng.random(shape[1]).astype("float32")
+    loss = keras_csl.ClassAwareSelectiveLoss(prior=prior, reduction="sum", **settings)
+    x = torch.tensor(logits, requires_grad=True)
+    value = loss(torch.tensor(targets), x)
+    value.backward()
+    ref = csl_reference(targets, logits, prior=prior, **settings).sum()
+    ref_grad = csl_reference(targets, logits, prior=prior, return_gradient=True, **settings)
+    errors[name] = [abs(value.item() - ref) / abs(ref), float(np.abs(x.grad.numpy() - ref_grad).max())]
+print(json.dumps(errors))
+"""
+
+
+def test_torch_backend_matches_reference(tmp_path):
+    """Runs when PyTorch is installed (it is not a declared dependency)."""
+    import importlib.util
+    import json
+    import os
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip("PyTorch not installed: the torch-backend check did not run")
+    script = tmp_path / "torch_loss.py"
+    script.write_text(TORCH_SCRIPT)
+    tests_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, KERAS_BACKEND="torch")
+    result = subprocess.run(
+        [sys.executable, str(script), tests_dir], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    errors = json.loads(result.stdout.strip().splitlines()[-1])
+    for name, (value_error, grad_error) in errors.items():
+        assert value_error < 1e-5, name
+        assert grad_error < 1e-6, name
