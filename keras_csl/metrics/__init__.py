@@ -1,3 +1,5 @@
 """Metrics for partially annotated multi-label classification."""
 
+from keras_csl.metrics.average_precision import PartialMeanAveragePrecision
+from keras_csl.metrics.average_precision import partial_mean_average_precision
 from keras_csl.metrics.mean_prediction import MeanPrediction

@@ -15,7 +15,8 @@ class MeanPrediction(keras.metrics.Metric):
     turns it into the loss's prior. Memory is O(classes); under
     `tf.distribute` the per-replica sums are added.
 
-    The reported value is the mean predicted number of labels per sample
+    A `sample_weight` per sample weights its predictions (0 drops a padding
+    row). The reported value is the mean predicted number of labels per sample
     (the sum of the class means); `class_means()` gives the vector.
 
     Example:
@@ -60,8 +61,14 @@ class MeanPrediction(keras.metrics.Metric):
     def update_state(self, y_true, y_pred, sample_weight=None):
         y_pred = ops.cast(y_pred, "float32")
         probabilities = ops.sigmoid(y_pred) if self.from_logits else y_pred
-        self.total.assign_add(ops.sum(probabilities, axis=0))
-        self.count.assign_add(ops.cast(ops.shape(probabilities)[0], "float32"))
+        if sample_weight is None:
+            self.total.assign_add(ops.sum(probabilities, axis=0))
+            self.count.assign_add(ops.cast(ops.shape(probabilities)[0], "float32"))
+            return
+        # A weight per sample (0 for padding rows) weights its predictions.
+        weight = ops.reshape(ops.cast(sample_weight, "float32"), (-1, 1))
+        self.total.assign_add(ops.sum(weight * probabilities, axis=0))
+        self.count.assign_add(ops.sum(weight))
 
     def result(self):
         return ops.sum(self.total) / ops.maximum(self.count, 1.0)

@@ -115,5 +115,10 @@ def test_mean_prediction_metric():
     clone = keras_csl.metrics.MeanPrediction.from_config(metric.get_config())
     assert clone.get_config() == metric.get_config()
     metric.reset_state()
+    # Weighted rows: 3 * [0.2, 0.9] + 1 * [0.4, 0.7] over a weight of 4; a
+    # zero-weighted padding row is ignored.
+    metric.update_state(None, [[0.2, 0.9], [0.4, 0.7], [0.99, 0.99]], sample_weight=[3.0, 1.0, 0.0])
+    np.testing.assert_allclose(metric.class_means(), [0.25, 0.85], rtol=1e-6)
+    metric.reset_state()
     with pytest.raises(ValueError, match="no predictions"):
         metric.class_means()

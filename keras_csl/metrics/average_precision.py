@@ -1,0 +1,584 @@
+"""Mean average precision over the annotated entries of partial labels.
+
+With partial annotations (targets 1 positive, 0 verified negative, -1
+un-annotated) the average precision (AP) of a class is computed on its
+annotated entries only, as in the evaluation protocol of OpenImages and of
+Ben-Baruch et al. (CVPR 2022): an un-annotated entry is neither a hit nor a
+false alarm. With no -1 present this is the ordinary mAP.
+
+Ties in score form one group: every positive of a group gets the precision
+counted at the end of the group (all entries with score >= s), the
+convention of `sklearn.metrics.average_precision_score`; the AP of a class
+does not depend on the order of tied entries.
+
+`partial_mean_average_precision` works on NumPy arrays;
+`PartialMeanAveragePrecision` is the Keras metric for `fit`/`evaluate`.
+"""
+
+import logging
+
+import keras
+import numpy as np
+from keras import ops
+
+logger = logging.getLogger(__name__)
+
+AVERAGES = ("macro", "weighted")
+
+# Exact-mode target codes: 0 marks an empty buffer row, so that a zeroed
+# buffer (and the zeros of other replicas' slots) drops out like -1.
+_EMPTY = 0
+_UNANNOTATED = 1
+_NEGATIVE = 2
+_POSITIVE = 3
+
+
+def partial_mean_average_precision(y_true, y_score, average="macro"):
+    """Mean average precision (percent) over the annotated entries.
+
+    The AP of class `c` is the mean, over its annotated positives, of the
+    precision at the positive's rank when the annotated entries of `c`
+    (target 0 or 1) are sorted by descending score; entries with target -1
+    are left out. Tied scores share the precision counted at the end of the
+    tie group (all entries with score >= s), as in
+    `sklearn.metrics.average_precision_score`. A class without an annotated
+    positive or without an annotated negative has no AP (NaN) and is left
+    out of the mean.
+
+    Example:
+
+    >>> y_true = [[1, 0], [0, 1], [1, -1], [-1, 0]]
+    >>> y_score = [[0.9, 0.5], [0.8, 0.5], [0.3, 0.1], [0.95, 0.2]]
+    >>> mean_ap, per_class_ap = partial_mean_average_precision(y_true, y_score)
+    >>> mean_ap  # (AP 5/6 + AP 1/2) / 2
+    66.66666666666666
+    >>> per_class_ap
+    array([83.33333333, 50.        ])
+
+    Args:
+        y_true: array `[samples, classes]` of 1 (positive), 0 (negative) and
+            -1 (un-annotated).
+        y_score: array `[samples, classes]` of finite scores (probabilities
+            or logits: only their order matters).
+        average: `"macro"` (default): the plain mean over the evaluated
+            classes; `"weighted"`: each class weighted by its number of
+            annotated positives.
+
+    Returns:
+        `(mean_ap, per_class_ap)`: a float and a float64 vector of one AP
+        per class, both in percent; NaN for a class left out, and a NaN
+        mean when every class is left out.
+
+    Raises:
+        ValueError: if the arrays are not 2D of the same shape, a target is
+            not 1, 0 or -1, a score is not finite, or `average` is unknown.
+    """
+    targets, scores = _validate_arrays(y_true, y_score)
+    _validate_average(average)
+    num_classes = targets.shape[1]
+    per_class_ap = np.full(num_classes, np.nan)
+    positives = np.zeros(num_classes)
+    for c in range(num_classes):
+        annotated = targets[:, c] != -1
+        per_class_ap[c], positives[c] = _class_average_precision(
+            targets[annotated, c], scores[annotated, c]
+        )
+    per_class_ap *= 100.0
+    evaluated = ~np.isnan(per_class_ap)
+    if not evaluated.any():
+        logger.warning(
+            "No class has both an annotated positive and an annotated "
+            "negative: the mean average precision is NaN."
+        )
+        return float("nan"), per_class_ap
+    weights = positives[evaluated] if average == "weighted" else None
+    mean_ap = float(np.average(per_class_ap[evaluated], weights=weights))
+    return mean_ap, per_class_ap
+
+
+def _class_average_precision(targets, scores):
+    """AP (fraction) of one class and its positive count; NaN if undefined.
+
+    `targets` holds only 0 and 1 (annotated entries).
+    """
+    num_positives = int(targets.sum())
+    if num_positives == 0 or num_positives == len(targets):
+        return float("nan"), num_positives
+    order = np.argsort(-scores, kind="stable")
+    scores = scores[order]
+    hits = np.cumsum(targets[order])
+    # The last index of each tie group: precision is counted there.
+    group_ends = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]
+    true_positives = hits[group_ends]
+    precision = true_positives / (group_ends + 1.0)
+    positives_in_group = np.diff(true_positives, prepend=0)
+    return float(positives_in_group @ precision) / num_positives, num_positives
+
+
+def _validate_arrays(y_true, y_score):
+    try:
+        targets = np.asarray(y_true, dtype="float64")
+        scores = np.asarray(y_score, dtype="float64")
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            "Invalid value for argument `y_true`/`y_score`. Expected numeric "
+            f"arrays. Received: {error}"
+        ) from None
+    if scores.ndim != 2:
+        raise ValueError(
+            "Invalid value for argument `y_score`. Expected a 2D array of "
+            f"shape [samples, classes]. Received: y_score.shape={scores.shape}"
+        )
+    if targets.shape != scores.shape:
+        raise ValueError(
+            "Invalid value for argument `y_true`. Expected the shape of "
+            f"y_score {scores.shape}. Received: y_true.shape={targets.shape}"
+        )
+    bad = ~np.isin(targets, (-1.0, 0.0, 1.0))
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            "Invalid value for argument `y_true`. Expected targets 1 "
+            "(positive), 0 (negative) or -1 (un-annotated). Received: "
+            f"y_true[{index[0]}, {index[1]}]={targets[index]} "
+            f"({int(bad.sum())} bad values)"
+        )
+    bad = ~np.isfinite(scores)
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            "Invalid value for argument `y_score`. Expected finite scores. "
+            f"Received: y_score[{index[0]}, {index[1]}]={scores[index]} "
+            f"({int(bad.sum())} bad values)"
+        )
+    return targets.astype("int8"), scores
+
+
+def _validate_average(average):
+    if average not in AVERAGES:
+        raise ValueError(
+            f"Invalid value for argument `average`. Expected one of "
+            f"{AVERAGES}. Received: average={average!r}"
+        )
+
+
+@keras.saving.register_keras_serializable(package="keras_csl")
+class PartialMeanAveragePrecision(keras.metrics.Metric):
+    """Mean average precision (percent) over the annotated entries.
+
+    The Keras metric of `partial_mean_average_precision`, for `compile`,
+    `fit` and `evaluate`: targets are 1 (positive), 0 (negative) or -1
+    (un-annotated), and -1 entries count neither as hits nor as false
+    alarms. Two modes:
+
+    - Exact (`num_thresholds=None`, the default): the scores and targets of
+      up to `max_samples` samples are kept in fixed-size buffers and
+      `result()` equals `partial_mean_average_precision` on them (the raw
+      `y_pred` is ranked, so logits keep ties that `sigmoid` would create in
+      float32). Memory: `8 * max_samples * num_classes` bytes per replica.
+      Each `result()` sorts the whole buffer, and Keras calls it at every
+      step for the progress bar: size `max_samples` to the data.
+      More samples than `max_samples` are counted, not stored: `result()`
+      is then NaN, and raises a `ValueError` when computed eagerly (as
+      Keras does at the end of `evaluate` and of each epoch).
+    - Bounded (`num_thresholds=B`): per class, histograms of the positives
+      and negatives over `B` equal bins of the probability; a bin is scored
+      as one tie group. Memory `8 * num_classes * B` bytes, independent of
+      the number of samples (OpenImages-sized evaluation). See
+      docs/METRICS.md for the measured error.
+
+    Under `tf.distribute.MirroredStrategy` create the metric inside
+    `strategy.scope()`; each replica writes into its own slot of the buffer
+    (or adds its own histograms), and the value read at the end of an epoch
+    covers all replicas. Per-step values shown during an epoch under a
+    strategy are means of per-replica values; the epoch's value is exact.
+
+    `sample_weight`, if given, only masks: an entry with weight 0 is treated
+    as un-annotated; other weights are not used.
+
+    Example:
+
+    >>> metric = keras_csl.metrics.PartialMeanAveragePrecision(
+    ...     2, from_logits=False)
+    >>> metric.update_state([[1, 0], [0, 1], [1, -1], [-1, 0]],
+    ...                     [[0.9, 0.5], [0.8, 0.5], [0.3, 0.1], [0.95, 0.2]])
+    >>> float(metric.result())  # (AP 5/6 + AP 1/2) / 2
+    66.666...
+
+    Args:
+        num_classes: number of classes.
+        from_logits: whether `y_pred` are logits (default; `sigmoid` is
+            applied before binning) or probabilities.
+        average: `"macro"` (default) or `"weighted"` (by the number of
+            annotated positives of each class).
+        max_samples: exact mode: samples kept per replica. Defaults to
+            10000.
+        num_thresholds: `None` (default) for the exact mode, or the number
+            of probability bins (>= 2) of the bounded-memory mode.
+        name: name of the metric.
+        dtype: dtype of the result; the computation is in float32.
+
+    Raises:
+        ValueError: for an out-of-range argument; from `update_state`, when
+            used under a `tf.distribute` strategy other than the one it was
+            created in; from an eager `result()`, after an overflow.
+    """
+
+    def __init__(
+        self,
+        num_classes,
+        from_logits=True,
+        average="macro",
+        max_samples=10000,
+        num_thresholds=None,
+        name="partial_mean_average_precision",
+        dtype=None,
+    ):
+        super().__init__(name=name, dtype=dtype)
+        _check_positive_int(num_classes, "num_classes", minimum=1)
+        _validate_average(average)
+        _check_positive_int(max_samples, "max_samples", minimum=1)
+        if num_thresholds is not None:
+            _check_positive_int(num_thresholds, "num_thresholds", minimum=2)
+        self.num_classes = int(num_classes)
+        self.from_logits = bool(from_logits)
+        self.average = average
+        self.max_samples = int(max_samples)
+        self.num_thresholds = (
+            None if num_thresholds is None else int(num_thresholds)
+        )
+
+        if self.num_thresholds is not None:
+            shape = (self.num_classes, self.num_thresholds)
+            self.positive_counts = self.add_variable(
+                shape=shape, initializer="zeros", dtype="float32",
+                aggregation="sum", name="positive_counts",
+            )
+            self.negative_counts = self.add_variable(
+                shape=shape, initializer="zeros", dtype="float32",
+                aggregation="sum", name="negative_counts",
+            )
+            # Annotated entries with a NaN score, which fit in no bin.
+            self.nan_counts = self.add_variable(
+                shape=(self.num_classes,), initializer="zeros",
+                dtype="float32", aggregation="sum", name="nan_counts",
+            )
+            return
+
+        # One slot of `max_samples` rows per replica: replicas write disjoint
+        # rows, so the cross-replica sum of the buffers is their union.
+        self._num_slots = _num_replicas()
+        shape = (self._num_slots * self.max_samples, self.num_classes)
+        self.scores = self.add_variable(
+            shape=shape, initializer="zeros", dtype="float32",
+            aggregation="sum", name="scores",
+        )
+        self.codes = self.add_variable(
+            shape=shape, initializer="zeros", dtype="float32",
+            aggregation="sum", name="codes",
+        )
+        self.row_count = self.add_variable(
+            shape=(), initializer="zeros", dtype="float32",
+            aggregation="sum", name="row_count",
+        )
+        self.overflow = self.add_variable(
+            shape=(), initializer="zeros", dtype="float32",
+            aggregation="sum", name="overflow",
+        )
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_true = ops.cast(ops.convert_to_tensor(y_true), "float32")
+        y_pred = ops.cast(ops.convert_to_tensor(y_pred), "float32")
+        _check_shapes(y_true, y_pred, self.num_classes)
+        codes = ops.where(
+            y_true > 0.5,
+            float(_POSITIVE),
+            ops.where(y_true < -0.5, float(_UNANNOTATED), float(_NEGATIVE)),
+        )
+        if sample_weight is not None:
+            weight = ops.cast(ops.convert_to_tensor(sample_weight), "float32")
+            if len(weight.shape) == 1:
+                weight = ops.expand_dims(weight, -1)
+            codes = ops.where(weight > 0, codes, float(_UNANNOTATED))
+
+        if self.num_thresholds is None:
+            self._update_buffer(codes, y_pred)
+        else:
+            probabilities = ops.sigmoid(y_pred) if self.from_logits else y_pred
+            self._update_histograms(codes, probabilities)
+
+    def _update_buffer(self, codes, scores):
+        slot = self._slot()
+        batch = ops.shape(scores)[0]
+        if isinstance(batch, int) and batch > self.max_samples:
+            # Cannot fit even in an empty buffer (and would not trace).
+            self.overflow.assign_add(float(batch))
+            return
+        count = ops.cast(self.row_count, "int32")
+        fits = count + batch <= self.max_samples
+        start = slot * self.max_samples + count
+
+        def write():
+            return (
+                ops.slice_update(self.scores.value, [start, 0], scores),
+                ops.slice_update(self.codes.value, [start, 0], codes),
+            )
+
+        def keep():
+            return self.scores.value, self.codes.value
+
+        new_scores, new_codes = ops.cond(fits, write, keep)
+        self.scores.assign(new_scores)
+        self.codes.assign(new_codes)
+        stored = ops.cast(ops.where(fits, batch, 0), "float32")
+        self.row_count.assign_add(stored)
+        self.overflow.assign_add(ops.cast(batch, "float32") - stored)
+
+    def _update_histograms(self, codes, probabilities):
+        invalid = ops.isnan(probabilities)
+        invalid_annotated = ops.logical_and(invalid, codes >= _NEGATIVE)
+        self.nan_counts.assign_add(
+            ops.sum(ops.cast(invalid_annotated, "float32"), axis=0)
+        )
+        codes = ops.where(invalid, float(_UNANNOTATED), codes)
+        probabilities = ops.where(invalid, 0.0, probabilities)
+        bins = ops.cast(
+            ops.floor(ops.clip(probabilities, 0.0, 1.0) * self.num_thresholds),
+            "int32",
+        )
+        bins = ops.minimum(bins, self.num_thresholds - 1)
+        index = bins + self.num_thresholds * ops.arange(
+            self.num_classes, dtype="int32"
+        )
+        index = ops.reshape(index, (-1,))
+        size = self.num_classes * self.num_thresholds
+        for variable, code in (
+            (self.positive_counts, _POSITIVE),
+            (self.negative_counts, _NEGATIVE),
+        ):
+            counts = ops.segment_sum(
+                ops.reshape(ops.cast(codes == code, "float32"), (-1,)),
+                index,
+                num_segments=size,
+            )
+            variable.assign_add(ops.reshape(counts, variable.shape))
+
+    def _slot(self):
+        """Which slot of the buffer this replica writes (0 but under TF)."""
+        if keras.backend.backend() != "tensorflow":
+            return 0
+        replica_id, num_replicas = _tf_replica()
+        if num_replicas != self._num_slots:
+            raise ValueError(
+                f"PartialMeanAveragePrecision '{self.name}' was created for "
+                f"{self._num_slots} replica(s) and is updated by "
+                f"{num_replicas}: create it inside the `strategy.scope()` "
+                "of the strategy that runs it."
+            )
+        if replica_id is None:
+            # Keras traces update_state once in the cross-replica context to
+            # build the metrics (nothing is written then); an eager update
+            # there would mix the replicas' rows.
+            if num_replicas > 1 and _is_concrete(None):
+                raise ValueError(
+                    f"PartialMeanAveragePrecision '{self.name}': update_state "
+                    "was called in a cross-replica context; call it inside "
+                    "`strategy.run` (as fit/evaluate do)."
+                )
+            return 0
+        return ops.cast(replica_id, "int32")
+
+    def result(self):
+        per_class_ap, positives = self._per_class_ap()
+        evaluated = ops.logical_not(ops.isnan(per_class_ap))
+        if self.average == "weighted":
+            weights = ops.where(evaluated, positives, 0.0)
+        else:
+            weights = ops.cast(evaluated, "float32")
+        total = ops.sum(ops.where(evaluated, per_class_ap, 0.0) * weights)
+        mean_ap = ops.where(
+            ops.sum(weights) > 0,
+            total / ops.maximum(ops.sum(weights), 1.0),
+            float("nan"),
+        )
+        return ops.cast(mean_ap, self.dtype)
+
+    def per_class_ap(self):
+        """The AP (percent) of each class, a NumPy vector; NaN if left out."""
+        per_class_ap, _ = self._per_class_ap()
+        return np.asarray(ops.convert_to_numpy(per_class_ap), dtype="float64")
+
+    def _per_class_ap(self):
+        """Per-class AP in percent (NaN if undefined) and positive counts."""
+        if self.num_thresholds is not None:
+            per_class_ap, positives = _histogram_average_precision(
+                self.positive_counts.value, self.negative_counts.value
+            )
+            per_class_ap = ops.where(
+                self.nan_counts.value > 0, float("nan"), per_class_ap
+            )
+            return per_class_ap * 100.0, positives
+        overflow = ops.convert_to_tensor(self.overflow)
+        if _is_concrete(overflow) and float(ops.convert_to_numpy(overflow)):
+            stored = int(ops.convert_to_numpy(self.row_count))
+            raise ValueError(
+                f"PartialMeanAveragePrecision '{self.name}' received more "
+                f"samples than it can keep: {stored} stored, "
+                f"{int(ops.convert_to_numpy(overflow))} not stored "
+                f"(max_samples={self.max_samples} per replica). Raise "
+                "`max_samples`, or use the bounded-memory mode "
+                "(`num_thresholds=...`)."
+            )
+        per_class_ap, positives = _exact_average_precision(
+            self.codes.value, self.scores.value
+        )
+        per_class_ap = ops.where(overflow > 0, float("nan"), per_class_ap)
+        return per_class_ap * 100.0, positives
+
+    def get_config(self):
+        return {
+            "num_classes": self.num_classes,
+            "from_logits": self.from_logits,
+            "average": self.average,
+            "max_samples": self.max_samples,
+            "num_thresholds": self.num_thresholds,
+            "name": self.name,
+            "dtype": self.dtype,
+        }
+
+
+def _exact_average_precision(codes, scores):
+    """Per-class AP (fraction, NaN if undefined) and positive counts.
+
+    `codes` and `scores` are `[rows, classes]`; only rows coded positive or
+    negative count; a class with a NaN score on such a row gets NaN.
+    Graph-compatible: fixed shapes, keras.ops only.
+    """
+    has_nan = ops.any(
+        ops.logical_and(ops.isnan(scores), codes >= _NEGATIVE), axis=0
+    )
+    codes = ops.transpose(codes)
+    scores = ops.transpose(scores)
+    num_classes, num_rows = codes.shape
+    order = ops.argsort(-scores, axis=-1)
+    scores = ops.take_along_axis(scores, order, axis=-1)
+    codes = ops.take_along_axis(codes, order, axis=-1)
+    hits = ops.cast(codes == _POSITIVE, "float32")
+    annotated = ops.cast(codes >= _NEGATIVE, "float32")
+    cumulative_hits = ops.cumsum(hits, axis=-1)
+    cumulative_annotated = ops.cumsum(annotated, axis=-1)
+
+    # Tie groups: each entry takes the counts at the end of its group,
+    # found as the segment maximum of the (non-decreasing) cumulative counts.
+    starts = ops.concatenate(
+        [
+            ops.ones((num_classes, 1), dtype="int32"),
+            ops.cast(scores[:, 1:] != scores[:, :-1], "int32"),
+        ],
+        axis=-1,
+    )
+    group = ops.cumsum(starts, axis=-1) - 1
+    group = group + num_rows * ops.arange(num_classes, dtype="int32")[:, None]
+    group = ops.reshape(group, (-1,))
+
+    def at_group_end(cumulative):
+        ends = ops.segment_max(
+            ops.reshape(cumulative, (-1,)),
+            group,
+            num_segments=num_classes * num_rows,
+        )
+        return ops.reshape(ops.take(ends, group), (num_classes, num_rows))
+
+    precision = at_group_end(cumulative_hits) / ops.maximum(
+        at_group_end(cumulative_annotated), 1.0
+    )
+    positives = cumulative_hits[:, -1]
+    negatives = cumulative_annotated[:, -1] - positives
+    average_precision = ops.sum(hits * precision, axis=-1) / ops.maximum(
+        positives, 1.0
+    )
+    defined = ops.logical_and(positives > 0, negatives > 0)
+    defined = ops.logical_and(defined, ops.logical_not(has_nan))
+    return ops.where(defined, average_precision, float("nan")), positives
+
+
+def _histogram_average_precision(positive_counts, negative_counts):
+    """Per-class AP (fraction, NaN if undefined) from `[classes, bins]`."""
+    # Counts at or above each bin: reverse cumulative sums.
+    hits = ops.flip(ops.cumsum(ops.flip(positive_counts, -1), axis=-1), -1)
+    false_alarms = ops.flip(
+        ops.cumsum(ops.flip(negative_counts, -1), axis=-1), -1
+    )
+    precision = hits / ops.maximum(hits + false_alarms, 1.0)
+    positives = ops.sum(positive_counts, axis=-1)
+    negatives = ops.sum(negative_counts, axis=-1)
+    average_precision = ops.sum(
+        positive_counts * precision, axis=-1
+    ) / ops.maximum(positives, 1.0)
+    defined = ops.logical_and(positives > 0, negatives > 0)
+    return ops.where(defined, average_precision, float("nan")), positives
+
+
+def _check_shapes(y_true, y_pred, num_classes):
+    pred_shape = tuple(y_pred.shape)
+    true_shape = tuple(y_true.shape)
+    if len(pred_shape) != 2 or pred_shape[-1] not in (None, num_classes):
+        raise ValueError(
+            "Invalid value for argument `y_pred`. Expected shape "
+            f"[batch, {num_classes}] (num_classes). Received: "
+            f"y_pred.shape={pred_shape}"
+        )
+    if len(true_shape) != 2 or true_shape[-1] not in (None, num_classes):
+        raise ValueError(
+            "Invalid value for argument `y_true`. Expected the shape of "
+            f"y_pred {pred_shape}. Received: y_true.shape={true_shape}"
+        )
+
+
+def _check_positive_int(value, argument, minimum):
+    if (
+        not isinstance(value, (int, np.integer))
+        or isinstance(value, bool)
+        or value < minimum
+    ):
+        raise ValueError(
+            f"Invalid value for argument `{argument}`. Expected an integer "
+            f">= {minimum}. Received: {argument}={value!r}"
+        )
+
+
+def _is_concrete(tensor):
+    """Whether `tensor` has a value now (eager), not a traced placeholder."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.executing_eagerly()
+    if backend == "jax":
+        import jax
+
+        return not isinstance(tensor, jax.core.Tracer)
+    return True
+
+
+# TensorFlow-only helpers, imported lazily: the rest of this module runs on
+# every backend, where the metric sees the global batch in a single slot.
+
+
+def _num_replicas():
+    """Replicas of the current tf.distribute strategy (1 on other backends)."""
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def _tf_replica():
+    """`(replica id or None in a cross-replica context, replica count)`."""
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None:
+        return None, tf.distribute.get_strategy().num_replicas_in_sync
+    return context.replica_id_in_sync_group, context.num_replicas_in_sync
