@@ -7,3 +7,8 @@ from keras_csl.data.features import read_classes_csv
 from keras_csl.data.features import read_label_overlay
 from keras_csl.data.features import write_classes_csv
 from keras_csl.data.features import write_label_overlay
+from keras_csl.data.converters import convert_coco
+from keras_csl.data.converters import convert_csv
+from keras_csl.data.converters import convert_lvis
+from keras_csl.data.converters import convert_openimages
+from keras_csl.data.simulate import simulate_partial_labels

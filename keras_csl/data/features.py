@@ -57,7 +57,8 @@ def encode_example(
 ):
     """Serializes one image and its labels to `tf.train.Example` bytes.
 
-    Class lists are written sorted, so equal inputs give equal bytes.
+    Class lists are written sorted and the serialization is deterministic, so
+    equal inputs give equal bytes in any process.
     """
     if isinstance(image_id, str):
         image_id = image_id.encode("utf-8")
@@ -73,7 +74,9 @@ def encode_example(
     if len(not_exhaustive):
         feature[NOT_EXHAUSTIVE_KEY] = _ints(sorted(int(c) for c in not_exhaustive))
     example = tf.train.Example(features=tf.train.Features(feature=feature))
-    return example.SerializeToString()
+    # Protobuf orders the feature map differently in each process unless
+    # asked not to; shards must be byte-identical across runs.
+    return example.SerializeToString(deterministic=True)
 
 
 def parse_example(serialized):
