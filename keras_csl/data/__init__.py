@@ -12,3 +12,4 @@ from keras_csl.data.converters import convert_csv
 from keras_csl.data.converters import convert_lvis
 from keras_csl.data.converters import convert_openimages
 from keras_csl.data.simulate import simulate_partial_labels
+from keras_csl.data.simulate import simulate_targets

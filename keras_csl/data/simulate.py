@@ -174,6 +174,53 @@ def _check_args(scheme, param, seed, output_dir, overlay_path, dataset_dir):
         )
 
 
+def simulate_targets(targets, scheme, param, seed=0):
+    """Simulated partial annotation of an in-memory label matrix.
+
+    The same procedure as `simulate_partial_labels` (module docstring),
+    with the rows of `targets` in place of the images in id order: on a
+    dataset whose rows are sorted by image id, both give the same labels.
+
+    Example:
+
+    >>> full = np.array([[1, 0], [1, 1], [0, 1], [1, 0]])
+    >>> simulate_targets(full, "fpc", 1, seed=0)  # 1 pos + 1 neg per class
+    array([[-1., -1.],
+           [-1., -1.],
+           [ 0.,  1.],
+           [ 1.,  0.]], dtype=float32)
+
+    Args:
+        targets: array `[samples, classes]` in {1, 0, -1}.
+        scheme: `"fpc"` or `"rps"`.
+        param: annotations kept per class and kind (fpc) or the drop
+            probability (rps).
+        seed: non-negative integer seed.
+
+    Returns:
+        float32 array of the shape of `targets`, in {1, 0, -1}.
+    """
+    _check_args(scheme, param, seed, None, "in-memory", None)
+    targets = np.asarray(targets)
+    if targets.ndim != 2:
+        raise ValueError(
+            "Invalid value for argument `targets`. Expected a 2D array "
+            f"[samples, classes]. Received: shape={targets.shape}"
+        )
+    num_classes = targets.shape[1]
+    positive = [np.flatnonzero(targets[:, c] == 1) for c in range(num_classes)]
+    negative = [np.flatnonzero(targets[:, c] == 0) for c in range(num_classes)]
+    if scheme == "fpc":
+        kept_positive, kept_negative = _select_fpc(positive, negative, int(param), int(seed))
+    else:
+        kept_positive, kept_negative = _select_rps(positive, negative, float(param), int(seed))
+    result = np.full(targets.shape, -1.0, dtype="float32")
+    for c in range(num_classes):
+        result[kept_positive[c], c] = 1.0
+        result[kept_negative[c], c] = 0.0
+    return result
+
+
 def simulate_partial_labels(
     dataset_dir,
     scheme,

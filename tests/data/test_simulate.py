@@ -253,3 +253,19 @@ def test_fpc_on_shared_coco_sample(tmp_path, shared_data):
     assert stats["per_class"]["positive_after"] == np.minimum(before, 3).tolist()
     negatives = np.array(stats["per_class"]["negative_before"])
     assert stats["per_class"]["negative_after"] == np.minimum(negatives, 3).tolist()
+
+
+@pytest.mark.parametrize("scheme, param", [("fpc", 7), ("rps", 0.4)])
+def test_simulate_targets_matches_the_documented_procedure(scheme, param):
+    from keras_csl.data import simulate_targets
+
+    dense, _ = _dense_labels(seed=2)
+    ids = [f"id{i:04d}" for i in range(NUM_IMAGES)]  # Rows already in id order.
+    expected = _reference(dense, ids, scheme, param, seed=5)
+    result = simulate_targets(dense, scheme, param, seed=5)
+    np.testing.assert_array_equal(result, np.array([expected[i] for i in ids]))
+    if scheme == "fpc":
+        kept = (result == 1).sum(0)
+        np.testing.assert_array_equal(kept, np.minimum((dense == 1).sum(0), 7))
+    with pytest.raises(ValueError, match="2D"):
+        simulate_targets(dense[0], scheme, param)
