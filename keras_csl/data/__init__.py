@@ -13,3 +13,9 @@ from keras_csl.data.converters import convert_lvis
 from keras_csl.data.converters import convert_openimages
 from keras_csl.data.simulate import simulate_partial_labels
 from keras_csl.data.simulate import simulate_targets
+from keras_csl.data.pipeline import LabelOverlay
+from keras_csl.data.pipeline import list_files
+from keras_csl.data.pipeline import make_dataset
+from keras_csl.data.preprocessing import decode_image
+from keras_csl.data.preprocessing import preprocess_encoded
+from keras_csl.data.preprocessing import resize_image
