@@ -25,6 +25,8 @@ setup(
         "keras>=3.5,<4",
         "numpy>=1.23",
         "absl-py>=1.0",
+        # TensorFlow no longer installs it; the training loop logs to it.
+        "tensorboard>=2.16",
     ],
     extras_require={
         "test": [

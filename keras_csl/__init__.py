@@ -1,10 +1,10 @@
 """keras-csl: Class-aware Selective Loss for partially annotated labels.
 
 Losses, priors, metrics and callbacks use `keras.ops` only and run on the
-TensorFlow, JAX and PyTorch backends. The TensorFlow-only parts (the TFRecord
-data pipeline, export for TF Serving, distributed training) are imported on
-first use: `keras_csl.data`, `keras_csl.export`, `keras_csl.training`,
-`keras_csl.models`.
+TensorFlow, JAX and PyTorch backends, and so do the models
+(`keras_csl.models`). The TensorFlow-only parts (the TFRecord data pipeline,
+export for TF Serving, distributed training) are imported on first use:
+`keras_csl.data`, `keras_csl.export`, `keras_csl.training`.
 """
 
 import importlib
@@ -12,12 +12,13 @@ import importlib
 from keras_csl import callbacks
 from keras_csl import losses
 from keras_csl import metrics
+from keras_csl import models
 from keras_csl import priors
 from keras_csl.losses import AsymmetricLoss
 from keras_csl.losses import ClassAwareSelectiveLoss
 from keras_csl.version import __version__
 
-_LAZY_MODULES = ("data", "export", "models", "training")
+_LAZY_MODULES = ("data", "export", "training")
 
 
 def __getattr__(name):

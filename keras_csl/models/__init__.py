@@ -1,0 +1,6 @@
+"""Models for multi-label classification: backbone factory and layers."""
+
+from keras_csl.models.backbones import BACKBONES
+from keras_csl.models.backbones import build_model
+from keras_csl.models.backbones import set_sync_batchnorm
+from keras_csl.models.layers import CaffePreprocessing
