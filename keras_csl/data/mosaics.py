@@ -11,7 +11,7 @@ probability proportional to `0.85 ** c`), so the class prior varies by about
 four times from "0" to "9": what CSL's class-aware rule is about. Train and
 test mosaics are cut from disjoint digit scans.
 
-Files are written in the OpenImages layout (`<ImageID>.png`,
+Files are written in the OpenImages layout (`<ImageID>.jpg`,
 `image-labels.csv`, `class-descriptions.csv`), so the demo converts them
 with the same code path as OpenImages.
 """
@@ -109,9 +109,9 @@ def make_digit_mosaics(
 
 
 def write_digit_mosaics(output_dir, num_images, split="train", seed=0, **kwargs):
-    """Writes mosaics as PNG files plus OpenImages-style label CSVs.
+    """Writes mosaics as JPEG files plus OpenImages-style label CSVs.
 
-    Writes `<output_dir>/images/<ImageID>.png`,
+    Writes `<output_dir>/images/<ImageID>.jpg` (quality 95),
     `<output_dir>/<split>-image-labels.csv` (`ImageID,Source,LabelName,
     Confidence`, a row for every (image, class): 1 present, 0 absent) and
     `<output_dir>/class-descriptions.csv` (`LabelName,DisplayName`, no
@@ -132,7 +132,9 @@ def write_digit_mosaics(output_dir, num_images, split="train", seed=0, **kwargs)
         writer.writerow(["ImageID", "Source", "LabelName", "Confidence"])
         for n in range(num_images):
             image_id = f"{split}{n:06d}"
-            Image.fromarray(images[n]).save(os.path.join(images_dir, image_id + ".png"), optimize=False)
+            Image.fromarray(images[n]).save(
+                os.path.join(images_dir, image_id + ".jpg"), quality=95
+            )
             for c in range(NUM_CLASSES):
                 writer.writerow([image_id, "mosaic", CLASS_IDS[c], int(labels[n, c])])
     with open(classes_csv, "w", newline="", encoding="utf-8") as f:

@@ -117,7 +117,8 @@ def tfrecord_data(config, global_batch_size):
     its share of the files. Pass `dataset_options={"deterministic": True}`
     for a bit-reproducible order (slower). Other `dataset_options` go to
     `keras_csl.data.make_dataset` as they are (e.g. `label_overlay`,
-    `resize_mode`, `shuffle_buffer`, `cache`).
+    `resize_mode`, `shuffle_buffer`, `cache`); a `label_overlay` applies to
+    the training images only.
 
     Returns:
         `(train_data, val_data, steps_per_epoch)`; `val_data` is `None`
@@ -147,6 +148,10 @@ def tfrecord_data(config, global_batch_size):
             **options,
         )
 
+    # A label overlay simulates partial labels of the training set; the
+    # validation images keep their own labels.
+    val_options = {k: v for k, v in options.items() if k != "label_overlay"}
+
     def val_data(input_context):
         return make_dataset(
             config.val_files,
@@ -155,7 +160,7 @@ def tfrecord_data(config, global_batch_size):
             global_batch_size,
             False,
             input_context=input_context,
-            **options,
+            **val_options,
         )
 
     examples = config.train_examples
