@@ -9,8 +9,9 @@ data/coco2014 and simulating FPC 1000 into data/coco2014-fpc1000
 (`python -m keras_csl.data.convert simulate --dataset_dir=data/coco2014
 --scheme=fpc --param=1000 --seed=0 --output_dir=data/coco2014-fpc1000`):
 
-    # 1. The class prior from an "ignore" model (runs/coco_fpc-prior/prior.csv):
-    python recipes/train.py --config=recipes/configs/coco_fpc.py:prior \
+    # 1. The class prior: an "ignore"-mode model, then its mean prediction
+    #    over the training images (recipes/estimate_prior.py, runs/coco_fpc-prior/prior.csv):
+    python recipes/estimate_prior.py --config=recipes/configs/coco_fpc.py:prior \
         --run_dir=runs/coco_fpc-prior
     # 2. CSL with that prior:
     python recipes/train.py --config=recipes/configs/coco_fpc.py \

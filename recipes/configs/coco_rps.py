@@ -12,7 +12,7 @@ data/coco2014 and simulating RPS 0.5 into data/coco2014-rps0.5
 
     # 1. The class prior, from a temporary model trained in "ignore" mode
     #    (writes runs/coco_rps-prior/prior.csv):
-    python recipes/train.py --config=recipes/configs/coco_rps.py:prior \
+    python recipes/estimate_prior.py --config=recipes/configs/coco_rps.py:prior \
         --run_dir=runs/coco_rps-prior
     # 2. CSL with that prior:
     python recipes/train.py --config=recipes/configs/coco_rps.py \

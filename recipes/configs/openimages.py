@@ -13,7 +13,7 @@ data/openimages (`python -m keras_csl.data.convert openimages ...`,
 train and validation splits):
 
     # 1. The class prior from an "ignore" model:
-    python recipes/train.py --config=recipes/configs/openimages.py:prior \
+    python recipes/estimate_prior.py --config=recipes/configs/openimages.py:prior \
         --run_dir=runs/openimages-prior
     # 2. CSL with that prior, on 8 GPUs (MirroredStrategy picks them all):
     python recipes/train.py --config=recipes/configs/openimages.py \
