@@ -10,6 +10,7 @@ Everything here works on NumPy arrays and any Keras backend.
 """
 
 import csv
+import itertools
 import logging
 import os
 
@@ -194,9 +195,8 @@ def prior_from_predictions(
 
     averager = PredictionAverager(from_logits=from_logits)
     progbar = keras.utils.Progbar(steps, unit_name="batch") if verbose else None
-    for step, batch in enumerate(dataset):
-        if steps is not None and step >= steps:
-            break
+    batches = dataset if steps is None else itertools.islice(dataset, steps)
+    for step, batch in enumerate(batches):
         inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
         averager.update(keras.ops.convert_to_numpy(model.predict_on_batch(inputs)))
         if progbar is not None:

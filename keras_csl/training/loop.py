@@ -266,12 +266,10 @@ class _Trainer:
                 raise ValueError(
                     f"Invalid value for config field `prior`. Expected "
                     "'online', 'none' or an existing prior CSV (e.g. the "
-                    "prior.csv of a run of the config's 'prior' variant). "
+                    "prior.csv of recipes/estimate_prior.py). "
                     f"Received: prior={config.prior!r} (no such file)"
                 )
-            self.loss.set_prior(
-                priors.read_prior_csv(config.prior, num_classes=num_classes)
-            )
+            self.loss.set_prior(_read_prior(config, num_classes))
         items = dict(
             model=model,
             optimizer=optimizer,
@@ -643,6 +641,22 @@ class _Trainer:
                 self.best_is_ema.assign(source == "ema")
                 self._save_best(source == "ema")
         logs["val_map_best"] = float(self.best_map.numpy())
+
+
+def _read_prior(config, num_classes):
+    """The prior CSV of `config`, keyed by class id when the dataset says.
+
+    With a `classes.csv` next to the training files, rows are matched by
+    class id, so a prior written for another class order (or a superset of
+    classes) lands on the right classes or fails; otherwise by index.
+    """
+    classes_csv = os.path.join(os.path.dirname(config.train_files), "classes.csv")
+    if config.train_files and tf.io.gfile.exists(classes_csv):
+        from keras_csl.data.features import read_classes_csv
+
+        class_ids, _ = read_classes_csv(classes_csv)
+        return priors.read_prior_csv(config.prior, class_ids=class_ids)
+    return priors.read_prior_csv(config.prior, num_classes=num_classes)
 
 
 def _summary_writer(path):
