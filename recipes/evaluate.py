@@ -165,14 +165,10 @@ def evaluate(
     if isinstance(data, tf.data.Dataset):
         dataset = data
     else:
-        if not predictor.jpeg_downscale:
-            logging.warning(
-                "The model was exported with jpeg_downscale=False, but the "
-                "TFRecord pipeline always decodes large JPEGs at reduced scale."
-            )
         dataset = make_dataset(
             data, predictor.num_classes, predictor.image_size, batch_size,
-            training=False, resize_mode=predictor.resize_mode, return_ids=True,
+            training=False, resize_mode=predictor.resize_mode,
+            jpeg_downscale=predictor.jpeg_downscale, return_ids=True,
         )
 
     scores, targets, ids = [], [], []

@@ -120,6 +120,11 @@ class LabelOverlay:
                         f"Invalid label overlay {path}: image {image_id!r} has "
                         f"{name} class indices {bad} outside [0, {num_classes})"
                     )
+        if not ids:
+            raise ValueError(
+                f"Invalid label overlay {path}: it holds no image (only a "
+                "header). Expected one row per image: image_id,positive,negative"
+            )
         self._table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(
                 tf.constant(ids, tf.string), tf.range(len(ids), dtype=tf.int64)

@@ -249,6 +249,13 @@ def test_label_overlay_with_a_class_out_of_range_raises(tmp_path):
         pipeline.LabelOverlay(path, NUM_CLASSES)
 
 
+def test_an_empty_label_overlay_raises_clearly(tmp_path):
+    path = str(tmp_path / "overlay.csv")
+    features.write_label_overlay(path, [])
+    with pytest.raises(ValueError, match="holds no image"):
+        pipeline.LabelOverlay(path, NUM_CLASSES)
+
+
 def test_a_class_index_out_of_range_in_the_records_raises(records):
     _, pattern = records
     ds = make_dataset(pattern, 2, SIZE, 8, training=False)
