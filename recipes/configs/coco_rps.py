@@ -66,8 +66,9 @@ def get_config(variant="full"):
     if variant == "full":
         return FULL
     if variant == "prior":
-        # The paper's prior: mean prediction of a model trained in ignore
-        # mode, re-estimated each epoch and written to <run_dir>/prior.csv.
+        # Stage 1 of the paper's flow: recipes/estimate_prior.py trains this
+        # ignore-mode variant, then averages its predictions over the
+        # training images into <run_dir>/prior.csv.
         return dataclasses.replace(
             FULL, name="coco_rps_prior", loss_mode="ignore", prior="online",
             epochs=10,
