@@ -2,6 +2,7 @@
 
     python benchmarks/loss_speed.py              # TF graph, TF XLA, JAX
     python benchmarks/loss_speed.py --backends=tensorflow --repeats=50
+    python benchmarks/loss_speed.py --sweep      # growth with classes, batch
 
 Each backend runs in its own process (Keras fixes the backend at import).
 For every shape, the CSL loss in its default selective mode (prior set,
@@ -12,7 +13,16 @@ gradient with respect to the logits. Targets: CSL at most 3x plain BCE, and
 at 64 x 9,605 at most 4 ms on a 2-core CPU (the authors' PyTorch loss takes
 about 207 ms there; ../shared/BASELINES.md).
 
-Expected time: about 1 minute on 2 cores.
+`--sweep` times how the cost grows instead: against the number of classes
+(`--sweep_classes`, default 80, 1,000, 9,605 and 20,000, at batch
+`--sweep_classes_batch` 64) and against the batch (`--sweep_batches`,
+default 16, 64 and 256, at `--sweep_batches_classes` 9,605 classes), with
+TF graph mode only (`--tf_modes=graph,xla` adds XLA) and JAX when
+`--backends` includes it. Its table adds the number of entries (batch x
+classes) and the ms per 1,000 entries of each loss: a flat column is cost
+linear in the entries.
+
+Expected time: about 1 minute on 2 cores; `--sweep` about 30 s.
 """
 
 import json
@@ -30,6 +40,12 @@ flags.DEFINE_list("backends", ["tensorflow", "jax"], "Keras backends to time.")
 flags.DEFINE_integer("repeats", 30, "Timed calls per measurement.")
 flags.DEFINE_string("shapes", None, "Override, e.g. '64x80,64x9605'.")
 flags.DEFINE_string("worker", None, "Internal: run one backend and print JSON.")
+flags.DEFINE_list("tf_modes", ["graph", "xla"], "TensorFlow modes: graph, xla.")
+flags.DEFINE_boolean("sweep", False, "Time the growth against classes and batch.")
+flags.DEFINE_list("sweep_classes", ["80", "1000", "9605", "20000"], "--sweep: classes.")
+flags.DEFINE_integer("sweep_classes_batch", 64, "--sweep: batch of the classes sweep.")
+flags.DEFINE_list("sweep_batches", ["16", "64", "256"], "--sweep: batch sizes.")
+flags.DEFINE_integer("sweep_batches_classes", 9605, "--sweep: classes of the batch sweep.")
 FLAGS = flags.FLAGS
 
 
@@ -60,7 +76,7 @@ def _median_ms(fn, repeats):
     return 1e3 * float(np.median(times))
 
 
-def _time_tensorflow(shapes, repeats):
+def _time_tensorflow(shapes, repeats, modes=("graph", "xla")):
     import keras
     import tensorflow as tf
 
@@ -75,6 +91,8 @@ def _time_tensorflow(shapes, repeats):
         y01 = tf.constant((targets > 0).astype("float32"))
         x = tf.constant(logits)
         for mode, xla in (("graph", False), ("xla", True)):
+            if mode not in modes:
+                continue
             for name, loss, labels in (("csl", csl, y), ("bce", bce, y01)):
 
                 @tf.function(jit_compile=xla)
@@ -114,26 +132,54 @@ def _parse_shapes(text):
     return tuple(tuple(int(v) for v in item.split("x")) for item in text.split(","))
 
 
+def sweep_shapes(classes, classes_batch, batches, batches_classes):
+    """The shapes of both sweeps, each once, in the order they are timed."""
+    shapes = [(classes_batch, int(c)) for c in classes]
+    shapes += [(int(b), batches_classes) for b in batches]
+    return tuple(dict.fromkeys(shapes))
+
+
+def _format_shapes(shapes):
+    return ",".join(f"{b}x{c}" for b, c in shapes)
+
+
 def main(argv):
     del argv
     shapes = _parse_shapes(FLAGS.shapes)
     if FLAGS.worker:
-        timer = _time_tensorflow if FLAGS.worker == "tensorflow" else _time_jax
-        print("RESULTS " + json.dumps(timer(shapes, FLAGS.repeats)))
+        if FLAGS.worker == "tensorflow":
+            results = _time_tensorflow(shapes, FLAGS.repeats, FLAGS.tf_modes)
+        else:
+            results = _time_jax(shapes, FLAGS.repeats)
+        print("RESULTS " + json.dumps(results))
         return
+    shapes_flag = FLAGS.shapes
+    extra = [f"--tf_modes={','.join(FLAGS.tf_modes)}"] if FLAGS["tf_modes"].present else []
+    if FLAGS.sweep:
+        if not FLAGS["tf_modes"].present:
+            extra = ["--tf_modes=graph"]
+        shapes_flag = _format_shapes(sweep_shapes(
+            FLAGS.sweep_classes, FLAGS.sweep_classes_batch,
+            FLAGS.sweep_batches, FLAGS.sweep_batches_classes,
+        ))
     results = []
     for backend in FLAGS.backends:
         env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"))
-        command = [sys.executable, os.path.abspath(__file__), f"--worker={backend}", f"--repeats={FLAGS.repeats}"]
-        if FLAGS.shapes:
-            command.append(f"--shapes={FLAGS.shapes}")
+        command = [sys.executable, os.path.abspath(__file__), f"--worker={backend}", f"--repeats={FLAGS.repeats}"] + extra
+        if shapes_flag:
+            command.append(f"--shapes={shapes_flag}")
         proc = subprocess.run(command, env=env, capture_output=True, text=True)
         lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULTS ")]
         if proc.returncode or not lines:
             print(f"{backend}: skipped ({proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'no output'})")
             continue
         results.extend(json.loads(lines[-1][len("RESULTS "):]))
-    _print_table(results)
+    if FLAGS.sweep:
+        print(format_sweep_table(
+            results, FLAGS.sweep_classes_batch, FLAGS.sweep_batches_classes
+        ))
+    else:
+        _print_table(results)
 
 
 def _print_table(results):
@@ -143,6 +189,39 @@ def _print_table(results):
     for backend, shape in rows:
         csl, bce = by_key[(backend, shape, "csl")], by_key[(backend, shape, "bce")]
         print(f"{backend:<18}{shape:>16}{csl:>10.3f}{bce:>10.3f}{csl / bce:>9.2f}")
+
+
+def format_sweep_table(results, classes_batch, batches_classes):
+    """Two sections (against classes, against batch), ms and ms per 1k entries."""
+    by_key = {(r["backend"], r["shape"], r["loss"]): r["ms"] for r in results}
+    shapes = sorted({tuple(int(v) for v in r["shape"].split("x")) for r in results})
+    backends = sorted({r["backend"] for r in results})
+    header = (
+        f"{'backend':<18}{'batch x classes':>16}{'entries':>10}{'CSL ms':>10}"
+        f"{'BCE ms':>10}{'CSL/BCE':>9}{'CSL ms/1k':>11}{'BCE ms/1k':>11}"
+    )
+    sections = (
+        (f"against classes (batch {classes_batch})",
+         [s for s in shapes if s[0] == classes_batch], lambda s: s[1]),
+        (f"against batch ({batches_classes:,} classes)",
+         [s for s in shapes if s[1] == batches_classes], lambda s: s[0]),
+    )
+    lines = []
+    for title, section_shapes, order in sections:
+        lines += ["", title, header]
+        for backend in backends:
+            for batch, classes in sorted(section_shapes, key=order):
+                shape = f"{batch}x{classes}"
+                if (backend, shape, "csl") not in by_key:
+                    continue
+                csl, bce = by_key[(backend, shape, "csl")], by_key[(backend, shape, "bce")]
+                thousands = batch * classes / 1000
+                lines.append(
+                    f"{backend:<18}{shape:>16}{batch * classes:>10}{csl:>10.3f}"
+                    f"{bce:>10.3f}{csl / bce:>9.2f}{csl / thousands:>11.4f}"
+                    f"{bce / thousands:>11.4f}"
+                )
+    return "\n".join(lines[1:])
 
 
 if __name__ == "__main__":

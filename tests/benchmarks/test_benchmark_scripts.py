@@ -1,0 +1,222 @@
+"""Smoke tests of the benchmark scripts: their functions run at tiny sizes.
+
+No timing is asserted (these machines are shared and noisy); the tests check
+that each script's pieces run, return what the tables read, and that the
+PyTorch re-implementation of the authors' loss in `gpu_check.py` computes
+the same function as the independent NumPy reference.
+"""
+
+import dataclasses
+import importlib.util
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from csl_reference import csl_reference
+from csl_reference import random_partial_batch
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+BENCHMARKS = REPO / "benchmarks"
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(
+        f"benchmarks_{name}", BENCHMARKS / f"{name}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# loss_speed defines its flags at import: load it once.
+loss_speed = load_script("loss_speed")
+training_speed = load_script("training_speed")
+gpu_check = load_script("gpu_check")
+
+
+def _env(**extra):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu")
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p]
+    )
+    env.update(extra)
+    return env
+
+
+# ------------------------------------------------------------- loss_speed
+
+
+def test_sweep_shapes_default_grid():
+    shapes = loss_speed.sweep_shapes(
+        ["80", "1000", "9605", "20000"], 64, ["16", "64", "256"], 9605
+    )
+    # 64 x 9,605 belongs to both sweeps and is timed once.
+    assert shapes == (
+        (64, 80), (64, 1000), (64, 9605), (64, 20000), (16, 9605), (256, 9605)
+    )
+
+
+def test_sweep_table_reads_entries_and_ms_per_thousand():
+    results = [
+        dict(backend="tensorflow-graph", shape=shape, loss=loss, ms=ms)
+        for shape, csl, bce in (("4x500", 2.0, 1.0), ("8x500", 4.0, 2.0),
+                                ("4x1000", 3.0, 1.5))
+        for loss, ms in (("csl", csl), ("bce", bce))
+    ]
+    table = loss_speed.format_sweep_table(results, 4, 500)
+    assert "against classes (batch 4)" in table
+    assert "against batch (500 classes)" in table
+    # 8 x 500 = 4,000 entries, 4 ms: 1 ms per 1,000 entries, ratio 2.
+    row = next(line for line in table.splitlines() if " 8x500" in line)
+    assert row.split()[2:] == ["4000", "4.000", "2.000", "2.00", "1.0000", "0.5000"]
+
+
+def test_time_tensorflow_graph_only():
+    results = loss_speed._time_tensorflow([(4, 30)], repeats=1, modes=("graph",))
+    assert {(r["backend"], r["loss"]) for r in results} == {
+        ("tensorflow-graph", "csl"), ("tensorflow-graph", "bce")
+    }
+    assert all(r["ms"] > 0 for r in results)
+
+
+def test_sweep_command_line_runs():
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "loss_speed.py"), "--sweep",
+         "--backends=tensorflow", "--repeats=1", "--sweep_classes=20,50",
+         "--sweep_classes_batch=4", "--sweep_batches=2,4",
+         "--sweep_batches_classes=50"],
+        env=_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert "against classes (batch 4)" in lines
+    rows = [line.split()[1] for line in lines if line.startswith("tensorflow-graph")]
+    # 4 x 50 is in both sections; XLA is off in a sweep unless asked for.
+    assert rows == ["4x20", "4x50", "2x50", "4x50"]
+
+
+# ---------------------------------------------------------- training_speed
+
+
+def test_csl_options_are_the_recipes():
+    from keras_csl.training import TrainConfig
+
+    config = TrainConfig()
+    options = training_speed.CSL_OPTIONS
+    assert options["mode"] == config.loss_mode
+    for field in ("gamma_pos", "gamma_neg", "gamma_unannotated",
+                  "likelihood_topk", "prior_threshold"):
+        assert options[field] == getattr(config, field), field
+    assert {f.name for f in dataclasses.fields(TrainConfig)} >= set(options) - {"mode"}
+
+
+def test_synthetic_batch_is_partially_annotated():
+    images, targets, prior = training_speed.synthetic_batch(16, 8, 500)
+    assert images.shape == (16, 8, 8, 3) and images.dtype == np.float32
+    assert 0 <= images.min() and images.max() <= 255
+    assert targets.shape == (16, 500) and prior.shape == (500,)
+    assert set(np.unique(targets)) <= {-1.0, 0.0, 1.0}
+    assert (targets == -1).mean() > 0.9  # About 9 labels of 500 per image.
+    assert np.array_equal(
+        training_speed.bce_targets(targets), (targets == 1).astype("float32")
+    )
+
+
+def test_compare_losses_tiny_model():
+    row = training_speed.compare_losses(
+        "tiny", num_classes=7, image_size=16, batch_size=4, steps=2, rounds=1
+    )
+    assert row["classes"] == 7 and row["batch"] == 4
+    for key in ("csl_ms", "bce_ms", "csl_images_per_s", "bce_images_per_s", "ratio"):
+        assert row[key] > 0, key
+    assert row["csl_images_per_s"] == pytest.approx(4 / (row["csl_ms"] / 1e3))
+    table = training_speed.format_table([row], "tensorflow")
+    assert "tiny" in table.splitlines()[-1]
+
+
+def test_recipe_loop_tiny_model():
+    images_per_s = training_speed.time_recipe_loop(
+        "tiny", num_classes=5, image_size=16, batch_size=4, steps=2
+    )
+    assert images_per_s > 0
+
+
+# -------------------------------------------------------------- gpu_check
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_torch_loss_matches_numpy_reference(seed):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(seed)
+    targets, logits = random_partial_batch(rng, 6, 40)
+    prior = rng.uniform(0.0, 0.2, 40).astype("float32")
+    options = dict(gpu_check.LOSS_OPTIONS, gamma_unannotated=3.0, likelihood_topk=2)
+    x = torch.tensor(logits, requires_grad=True)
+    value = gpu_check.torch_partial_selective_loss(
+        x, torch.tensor(targets), torch.tensor(prior), **options
+    )
+    value.backward()
+    expected = csl_reference(targets, logits, prior=prior, **options).sum()
+    gradient = csl_reference(
+        targets, logits, prior=prior, return_gradient=True, **options
+    )
+    np.testing.assert_allclose(value.item(), expected, rtol=1e-5)
+    np.testing.assert_allclose(x.grad.numpy(), gradient, rtol=1e-4, atol=1e-6)
+
+
+def test_keras_layout_resnet50_has_keras_weights():
+    torch = pytest.importorskip("torch")
+    model = gpu_check.keras_layout_resnet50(num_classes=3)
+    trainable = sum(p.numel() for p in model.parameters())
+    # keras.applications.ResNet50(include_top=False): 23,534,592 trainable.
+    assert trainable - (2048 * 3 + 3) == 23_534_592
+    with torch.no_grad():
+        assert tuple(model(torch.zeros(1, 3, 64, 64)).shape) == (1, 3)
+
+
+def test_torch_training_step_runs():
+    pytest.importorskip("torch")
+    images_per_s, ms = gpu_check.time_torch_training(
+        "keras_layout", batch=2, image_size=32, num_classes=5, steps=1,
+        rounds=1, warmup=1,
+    )
+    assert images_per_s > 0 and ms > 0
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_on_jax_without_tensorflow(tmp_path):
+    """The whole script, tiny, on the CPU, with TensorFlow unimportable."""
+    pytest.importorskip("torch")
+    pytest.importorskip("jax")
+    output = tmp_path / "gpu_check.json"
+    launcher = (
+        "import sys, runpy; sys.modules['tensorflow'] = None; "
+        f"sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", launcher, str(BENCHMARKS / "gpu_check.py"),
+         "--loss_shapes=4x30,8x600", "--loss_calls=2", "--loss_rounds=1",
+         "--train_batch=2", "--train_image_size=32", "--train_classes=5",
+         "--train_steps=1", "--train_rounds=1", "--torch_warmup=1",
+         f"--output_json={output}"],
+        env=_env(KERAS_BACKEND="jax", OUT=""), capture_output=True, text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(output.read_text())
+    assert report["device"]["keras_backend"] == "jax"
+    assert [r["shape"] for r in report["loss"]] == ["4x30", "8x600"]
+    assert all(r["ok"] for r in report["loss"]), report["loss"]
+    names = [r["implementation"] for r in report["training"]]
+    assert names[:3] == [
+        "keras jax fit, CSL", "keras jax fit, BCE",
+        "torch keras_layout, authors' loss",
+    ]
+    assert report["training"][0]["images_per_s"] > 0
+    # The table comes last, with the device.
+    assert "device: JAX cpu" in result.stdout
