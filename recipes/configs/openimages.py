@@ -22,13 +22,15 @@ train and validation splits):
     python recipes/train.py --config=recipes/configs/openimages.py:smoke \
         --run_dir=/tmp/openimages-smoke
 
-Hardware and time: 8 GPUs (global batch 8 x 128 = 1,024). Not yet timed:
-at the ResNet-50 throughput of ../shared/BASELINES.md (about 3,600
-images/s per H100 at 224 px, bf16), an epoch of about 9 million images
-takes about 5 minutes on 8 H100s if the input pipeline keeps up (it
-needs about 450 images/s per CPU core per GPU); 20 epochs about 2 hours.
-Validation holds every prediction in host memory: about 5 GB per pass
-for 125,000 images x 9,605 classes.
+Hardware and time: 8 GPUs (global batch 8 x 128 = 1,024). Not yet timed;
+estimates: at the ResNet-50 throughput of ../shared/BASELINES.md (about
+3,600 images/s per H100 at 224 px, bf16), an epoch of the 1.74 million
+training images of the CVDF mirror takes about 1 minute on 8 H100s if the
+input pipeline keeps up (it needs about 450 images/s per CPU core per
+GPU), of the full ~9 million about 5 minutes; 20 epochs 20 minutes to
+2 hours (docs/OPENIMAGES.md). Validation holds every prediction and
+target in host memory as float32: about 3 GB per pass for the 41,620
+validation images x 9,605 classes.
 
 Expected mAP: the paper's figures are 86.72 (CSL, TResNet-M) and 87.34
 (CSL, TResNet-L); ignore 85.38, negative 85.85 (TResNet-M). These are the

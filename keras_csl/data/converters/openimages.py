@@ -32,8 +32,9 @@ def convert_openimages(
     """Converts OpenImages image-level labels to sharded TFRecords.
 
     Reads the human-verified label CSVs (`ImageID,Source,LabelName,
-    Confidence`: 1 = positive, 0 = verified negative; streamed, so the 60M
-    rows of the train file fit in ~1 GB), keyed by `LabelName` (MID): every
+    Confidence`: 1 = positive, 0 = verified negative; streamed, holding
+    about 600 bytes per image, some 5.6 GB for the 9M images of the full
+    train file), keyed by `LabelName` (MID): every
     class an image has no row for is un-annotated. The class set is the
     class-descriptions file (`LabelName,DisplayName`, with or without the
     header), in its order, or the trainable-classes list (one MID per line)
