@@ -30,3 +30,16 @@ def shared_data():
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def two_cpu_strategy():
+    """One `MirroredStrategy` over the two logical CPUs, shared by all tests.
+
+    Two instances in one process number their collectives alike and can
+    collide ("Shape mismatch in the collective instance"); `make_strategy`
+    hands out one instance per device list.
+    """
+    from keras_csl.training import make_strategy
+
+    return make_strategy("mirrored", devices=["/cpu:0", "/cpu:1"])

@@ -264,9 +264,9 @@ def test_a_class_index_out_of_range_in_the_records_raises(records):
             pass
 
 
-def test_distribute_datasets_from_function_with_two_replicas(records):
+def test_distribute_datasets_from_function_with_two_replicas(records, two_cpu_strategy):
     _, pattern = records
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = two_cpu_strategy
     dist = strategy.distribute_datasets_from_function(
         lambda context: make_dataset(
             pattern, NUM_CLASSES, SIZE, 8, training=True, input_context=context

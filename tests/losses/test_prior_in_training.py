@@ -40,6 +40,23 @@ def test_set_prior_reaches_compiled_steps(jit_compile):
     np.testing.assert_allclose(model.train_on_batch(x, TARGETS), after, rtol=1e-6)
 
 
+def test_set_prior_reaches_compiled_steps_under_mirrored_strategy(two_cpu_strategy):
+    with two_cpu_strategy.scope():
+        model = zero_logit_model()
+        loss = keras_csl.ClassAwareSelectiveLoss(num_classes=4, likelihood_topk=0, prior_threshold=0.5)
+        model.compile(optimizer=keras.optimizers.SGD(0.0), loss=loss)
+    x = np.ones((4, 3), "float32")
+    y = np.concatenate([TARGETS, TARGETS])  # 2 rows per replica.
+    zeros = np.zeros((4, 4), "float32")
+    before = csl_reference(y, zeros, likelihood_topk=0).mean()
+    after = csl_reference(y, zeros, likelihood_topk=0, prior=PRIOR, prior_threshold=0.5).mean()
+    np.testing.assert_allclose(model.evaluate(x, y, batch_size=4, verbose=0), before, rtol=1e-6)
+    np.testing.assert_allclose(model.train_on_batch(x, y), before, rtol=1e-6)
+    loss.set_prior(PRIOR)  # Cross-replica context, after both steps were traced.
+    np.testing.assert_allclose(model.evaluate(x, y, batch_size=4, verbose=0), after, rtol=1e-6)
+    np.testing.assert_allclose(model.train_on_batch(x, y), after, rtol=1e-6)
+
+
 def _train_one_epoch(strategy, x, y, prior):
     with strategy.scope():
         keras.utils.set_random_seed(3)
@@ -52,12 +69,12 @@ def _train_one_epoch(strategy, x, y, prior):
     return model.get_weights(), model.evaluate(x, y, batch_size=8, verbose=0)
 
 
-def test_mirrored_strategy_matches_one_device():
+def test_mirrored_strategy_matches_one_device(two_cpu_strategy):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(32, 6)).astype("float32")
     y = rng.choice([-1.0, 0.0, 1.0], size=(32, 5)).astype("float32")
     prior = np.array([0.9, 0.1, 0.6, 0.0, 0.2], "float32")
-    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    mirrored = two_cpu_strategy
     assert mirrored.num_replicas_in_sync == 2
     weights_1, loss_1 = _train_one_epoch(tf.distribute.get_strategy(), x, y, prior)
     weights_2, loss_2 = _train_one_epoch(mirrored, x, y, prior)
