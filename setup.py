@@ -37,7 +37,6 @@ setup(
             "pillow>=9",
         ],
         "demo": ["scikit-learn>=1.2", "matplotlib>=3.6", "pillow>=9"],
-        "hub": ["keras-hub>=0.18"],
     },
     include_package_data=True,
     classifiers=[
