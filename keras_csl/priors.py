@@ -81,27 +81,56 @@ def naive_prior(targets, empty_value=0.0):
     Returns:
         Float32 vector `[classes]`.
     """
-    positives, annotated = None, None
+    counter = LabelCounter()
     for batch in _target_batches(targets):
-        batch_pos = (batch > 0.5).sum(axis=0)
-        batch_ann = (batch > -0.5).sum(axis=0)
-        if positives is None:
-            positives, annotated = batch_pos, batch_ann
-        else:
-            positives, annotated = positives + batch_pos, annotated + batch_ann
-    if positives is None:
+        counter.update(batch)
+    if not counter.count:
         raise ValueError(
             "Invalid value for argument `targets`. Expected at least one "
             "batch of targets. Received: an empty iterable"
         )
-    empty = annotated == 0
-    if empty.any():
-        logger.info(
-            "naive_prior: %d of %d classes have no annotated entry; their "
-            "prior is %s.", int(empty.sum()), len(empty), empty_value
+    return counter.result(empty_value)
+
+
+class LabelCounter:
+    """Streaming counts of positive and annotated entries per class.
+
+    What `naive_prior` computes, one batch at a time, in O(classes) memory.
+
+    Attributes:
+        positives: int64 vector, positive entries per class.
+        annotated: int64 vector, annotated (positive or negative) entries.
+        count: number of samples seen.
+    """
+
+    def __init__(self):
+        self.positives = None
+        self.annotated = None
+        self.count = 0
+
+    def update(self, targets):
+        targets = _as_2d(targets)
+        positives = (targets > 0.5).sum(axis=0)
+        annotated = (targets > -0.5).sum(axis=0)
+        if self.positives is None:
+            self.positives, self.annotated = positives, annotated
+        else:
+            self.positives = self.positives + positives
+            self.annotated = self.annotated + annotated
+        self.count += targets.shape[0]
+
+    def result(self, empty_value=0.0):
+        """The naive prior; `empty_value` for classes never annotated."""
+        empty = self.annotated == 0
+        if empty.any():
+            logger.info(
+                "naive_prior: %d of %d classes have no annotated entry; their "
+                "prior is %s.", int(empty.sum()), len(empty), empty_value
+            )
+        prior = np.where(
+            empty, empty_value, self.positives / np.maximum(self.annotated, 1)
         )
-    prior = np.where(empty, empty_value, positives / np.maximum(annotated, 1))
-    return prior.astype("float32")
+        return prior.astype("float32")
 
 
 def _target_batches(targets):

@@ -96,3 +96,15 @@ def test_validate_prior_errors():
 
 def test_top_classes():
     assert priors.top_classes([0.1, 0.7, 0.3], 2, ["a", "b", "c"]) == [(1, "b", 0.7), (2, "c", pytest.approx(0.3))]
+
+
+def test_label_counter_streams_the_naive_prior():
+    rng = np.random.default_rng(4)
+    targets = rng.choice([-1.0, 0.0, 1.0], size=(30, 5)).astype("float32")
+    counter = priors.LabelCounter()
+    for start in range(0, 30, 7):
+        counter.update(targets[start : start + 7])
+    assert counter.count == 30
+    np.testing.assert_array_equal(counter.positives, (targets == 1).sum(0))
+    np.testing.assert_array_equal(counter.annotated, (targets != -1).sum(0))
+    np.testing.assert_allclose(counter.result(), priors.naive_prior(targets), rtol=1e-6)

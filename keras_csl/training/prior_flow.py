@@ -321,15 +321,9 @@ def _write_synthetic(config, run_dir):
     """
     from keras_csl.training.synthetic import write_synthetic_dataset
 
-    # As `recipe.run`: a validation set of at least one batch.
-    num_val = max(config.synthetic_examples // 4, config.per_replica_batch_size)
-    common = dict(
-        num_train=config.synthetic_examples,
-        num_val=num_val,
-        num_classes=config.num_classes,
-        image_size=config.image_size,
-        seed=config.seed,
-    )
+    from keras_csl.training.recipe import synthetic_dataset_args
+
+    common = synthetic_dataset_args(config)  # The images `recipe.run` writes.
     train_files, val_files = write_synthetic_dataset(
         os.path.join(run_dir, SYNTHETIC_DIR), **common
     )
@@ -429,7 +423,7 @@ def _estimation_pass(predictor, config, batch_size, steps, keep_ids, verbose):
         total = steps if total is None else min(steps, total)
     progbar = keras.utils.Progbar(total, unit_name="batch") if verbose else None
     averager = priors.PredictionAverager(from_logits=False)
-    partial = _LabelCounts(config.num_classes)
+    partial = priors.LabelCounter()
     image_ids = [] if keep_ids else None
     for step, (images, targets, ids) in enumerate(dataset):
         if steps is not None and step >= steps:
@@ -444,7 +438,7 @@ def _estimation_pass(predictor, config, batch_size, steps, keep_ids, verbose):
         raise ValueError(f"No training images read from {config.train_files}.")
     return {
         "prior": averager.result(),
-        "naive_prior": partial.naive_prior(),
+        "naive_prior": partial.result(),
         "num_images": averager.count,
         "image_ids": image_ids,
     }
@@ -461,26 +455,6 @@ def _expected_batches(config, batch_size):
         except ValueError:
             return None
     return math.ceil(examples / batch_size)
-
-
-class _LabelCounts:
-    """Positive and annotated entries per class; `naive_prior` streaming."""
-
-    def __init__(self, num_classes):
-        self.positives = np.zeros(num_classes, np.int64)
-        self.annotated = np.zeros(num_classes, np.int64)
-        self.images = 0
-
-    def update(self, targets):
-        self.positives += (targets > 0.5).sum(axis=0)
-        self.annotated += (targets > -0.5).sum(axis=0)
-        self.images += len(targets)
-
-    def naive_prior(self):
-        # Computes what priors.naive_prior does, without holding the targets.
-        return np.where(
-            self.annotated > 0, self.positives / np.maximum(self.annotated, 1), 0.0
-        ).astype("float32")
 
 
 def _true_frequencies(full_labels, config, image_ids):
@@ -503,7 +477,7 @@ def _true_frequencies(full_labels, config, image_ids):
             "counted once in the true frequencies.",
             len(image_ids) - len(wanted), len(image_ids),
         )
-    counts = _LabelCounts(config.num_classes)
+    counts = priors.LabelCounter()
     found = set()
     if full_labels.endswith(".csv"):
         overlay = features.read_label_overlay(full_labels)
@@ -550,7 +524,7 @@ def _true_frequencies(full_labels, config, image_ids):
             f"{len(wanted)} training images are not in {full_labels}, e.g. "
             f"{examples}"
         )
-    entries = counts.images * config.num_classes
+    entries = counts.count * config.num_classes
     unannotated = float(1.0 - counts.annotated.sum() / entries)
     if unannotated > 0:
         logger.warning(
@@ -558,7 +532,7 @@ def _true_frequencies(full_labels, config, image_ids):
             "un-annotated): the 'true' frequencies are those of the annotated "
             "entries.", full_labels, 100 * unannotated,
         )
-    return counts.naive_prior(), unannotated
+    return counts.result(), unannotated
 
 
 def _check_indices(path, classes, num_classes):

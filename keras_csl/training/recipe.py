@@ -83,6 +83,20 @@ def run(config, run_dir, strategy=None, callbacks=(), verbose="auto"):
     )
 
 
+def synthetic_dataset_args(config):
+    """Sizes and seed of the synthetic data of a config (smoke runs).
+
+    A validation set of a quarter of the training images, at least a batch.
+    """
+    return dict(
+        num_train=config.synthetic_examples,
+        num_val=max(config.synthetic_examples // 4, config.per_replica_batch_size),
+        num_classes=config.num_classes,
+        image_size=config.image_size,
+        seed=config.seed,
+    )
+
+
 def _with_synthetic_data(config, run_dir, strategy):
     from keras_csl.training.synthetic import write_synthetic_dataset
 
@@ -91,14 +105,8 @@ def _with_synthetic_data(config, run_dir, strategy):
     folder = "synthetic-data" if task_type is None else (
         f"synthetic-data-{task_type}-{task_id}"
     )
-    num_val = max(config.synthetic_examples // 4, config.per_replica_batch_size)
     train_files, val_files = write_synthetic_dataset(
-        os.path.join(run_dir, folder),
-        num_train=config.synthetic_examples,
-        num_val=num_val,
-        num_classes=config.num_classes,
-        image_size=config.image_size,
-        seed=config.seed,
+        os.path.join(run_dir, folder), **synthetic_dataset_args(config)
     )
     return dataclasses.replace(
         config,
