@@ -35,6 +35,9 @@ import os
 import sys
 import time
 
+# Keep TensorFlow's C++ INFO lines out of the demo's own progress lines.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 from absl import app
 from absl import flags
 from absl import logging as absl_logging
