@@ -289,10 +289,8 @@ def write_prior_csv(path, prior, class_ids=None, display_names=None):
                 f"Invalid value for argument `{argument}`. Expected {n} "
                 f"entries (one per class). Received: {len(column)}"
             )
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
+    with _open_for_writing(path) as f:
+        writer = csv.writer(f, lineterminator="\n")
         header = list(HEADER) + (["display_name"] if display_names is not None else [])
         writer.writerow(header)
         for i in range(n):
@@ -300,6 +298,34 @@ def write_prior_csv(path, prior, class_ids=None, display_names=None):
             if display_names is not None:
                 row.append(display_names[i])
             writer.writerow(row)
+
+
+def _open_for_writing(path):
+    """A text file for writing, creating its folder; `gs://` and other
+    `tf.io.gfile` paths work when TensorFlow is installed."""
+    path = os.fspath(path)
+    gfile = _gfile()
+    if gfile is not None:
+        gfile.makedirs(os.path.dirname(path) or ".")
+        return gfile.GFile(path, "w")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    return open(path, "w", newline="", encoding="utf-8")
+
+
+def _open_for_reading(path):
+    path = os.fspath(path)
+    gfile = _gfile()
+    if gfile is None:
+        return open(path, newline="", encoding="utf-8")
+    return gfile.GFile(path, "r")
+
+
+def _gfile():
+    try:
+        import tensorflow as tf
+    except ImportError:
+        return None
+    return tf.io.gfile
 
 
 def read_prior_csv(path, class_ids=None, num_classes=None):
@@ -323,7 +349,7 @@ def read_prior_csv(path, class_ids=None, num_classes=None):
         ValueError: on an unknown header, a malformed row (file and line
             named), a missing class or a wrong number of classes.
     """
-    with open(path, newline="", encoding="utf-8") as f:
+    with _open_for_reading(path) as f:
         rows = list(csv.reader(f))
     if not rows:
         raise ValueError(f"Invalid prior file {path}: it is empty.")

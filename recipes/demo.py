@@ -57,10 +57,11 @@ def define_flags():
 
 MODES = ("negative", "ignore", "selective")
 
-# 10 classes, about 3 per image: drop the single likeliest missing label per
-# image (the authors' top-k 5 is for 80 classes), and treat missing labels
-# of classes whose prior exceeds 0.3 (the four most frequent digits) as
-# unknown rather than negative.
+# 10 classes, about 3 per image: the likelihood rule drops the batch_size
+# likeliest missing labels of each batch, one per image on average (batch
+# scope, as the authors' code; their top-k 5 is for 80 classes); missing
+# labels of classes whose prior exceeds 0.3 (the four most frequent digits)
+# count as unknown rather than negative.
 LOSS = {
     "negative": dict(loss_mode="negative", gamma_neg=0.0, gamma_unannotated=0.0),
     "ignore": dict(loss_mode="ignore", gamma_neg=0.0, gamma_unannotated=0.0),

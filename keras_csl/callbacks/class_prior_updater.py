@@ -20,8 +20,10 @@ class ClassPriorUpdater(keras.callbacks.Callback):
 
     - from the training predictions of the epoch just ended, accumulated by
       a `keras_csl.metrics.MeanPrediction` metric compiled with the model
-      (the authors' cheap way; found in `model.metrics` when `tracker` is not
-      given), or
+      (found in `model.metrics` when `tracker` is not given; the authors'
+      `ComputePrior` averages training predictions too, but over all epochs
+      and without feeding them back into the loss during training: the
+      per-epoch reset and the feedback are this package's choices), or
     - from a dedicated inference pass over `dataset` (more faithful, costs a
       pass of inference),
 
@@ -50,7 +52,8 @@ class ClassPriorUpdater(keras.callbacks.Callback):
         tracker: the `MeanPrediction` metric to read; found automatically.
         every_n_epochs: epochs between updates. Defaults to 1.
         warmup_epochs: epochs before the first update. Defaults to 0.
-        momentum: weight of the previous prior in [0, 1). Defaults to 0.
+        momentum: weight of the previous prior (the loss's current one) in
+            [0, 1). Defaults to 0.
         csv_path: if set, the prior is written there at each update;
             `{epoch}` in the path is replaced by the 1-based epoch.
         class_ids: class ids for the CSV and the log.
@@ -120,7 +123,6 @@ class ClassPriorUpdater(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.history = []
-        self._previous = None
         self._snapshot = None
         self._in_epoch = False
 
@@ -141,16 +143,22 @@ class ClassPriorUpdater(keras.callbacks.Callback):
             return
         if self.dataset is not None:
             estimate = priors.prior_from_predictions(
-                self.model, self.dataset, steps=self.steps, verbose=self.verbose
+                self.model,
+                self.dataset,
+                steps=self.steps,
+                from_logits=self.loss.from_logits,
+                verbose=self.verbose,
             )
         elif self._snapshot is not None:
             estimate = self._snapshot
         else:
             estimate = self._find_tracker().class_means()
-        if self._previous is not None and self.momentum > 0:
-            estimate = self.momentum * self._previous + (1 - self.momentum) * estimate
+        # The loss holds the previous estimate (restored with a checkpoint,
+        # kept across fit() calls), so the smoothing survives a restart.
+        previous = self.loss.prior
+        if previous is not None and self.momentum > 0:
+            estimate = self.momentum * previous + (1 - self.momentum) * estimate
         estimate = np.clip(estimate, 0.0, 1.0).astype("float32")
-        self._previous = estimate
         self.loss.set_prior(estimate)
         self._retrace_if_needed()
         self.history.append((epoch, estimate))
@@ -161,17 +169,21 @@ class ClassPriorUpdater(keras.callbacks.Callback):
         return done > 0 and done % self.every_n_epochs == 0
 
     def _find_tracker(self):
-        if self.tracker is not None:
-            return self.tracker
-        found = _find_metric(self.model.metrics, MeanPrediction)
-        if found is None:
+        tracker = self.tracker or _find_metric(self.model.metrics, MeanPrediction)
+        if tracker is None:
             raise ValueError(
                 "ClassPriorUpdater needs the training predictions: compile the "
                 "model with keras_csl.metrics.MeanPrediction(num_classes) in "
                 "`metrics`, or pass `dataset=` for an inference pass."
             )
-        self.tracker = found
-        return found
+        if tracker.from_logits != self.loss.from_logits:
+            raise ValueError(
+                "The MeanPrediction tracker and the loss disagree on their "
+                f"inputs: tracker from_logits={tracker.from_logits}, loss "
+                f"from_logits={self.loss.from_logits}. Expected the same value."
+            )
+        self.tracker = tracker
+        return tracker
 
     def _retrace_if_needed(self):
         if keras.backend.backend() != "jax":

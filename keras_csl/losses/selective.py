@@ -127,8 +127,9 @@ def selection_weight(
     Annotated entries always count. Un-annotated ones count in `"negative"`
     mode, never in `"ignore"` mode, and in `"selective"` mode unless their
     class prior exceeds `prior_threshold` or they are among the
-    `likelihood_topk` highest logits (per sample in the batch, or per sample
-    with `likelihood_scope="sample"`).
+    `likelihood_topk * batch_size` highest un-annotated logits of the batch
+    (`likelihood_scope="batch"`), or the `likelihood_topk` highest of their
+    sample (`likelihood_scope="sample"`).
 
     Returns:
         A boolean tensor of the shape of `logits`, or `None` when every entry
@@ -139,7 +140,7 @@ def selection_weight(
     annotated = ops.logical_not(unannotated)
     if mode == "ignore":
         return annotated
-    keep = ops.ones_like(annotated)
+    keep = None
     if prior is not None:
         common_class = ops.cast(prior, "float32") > prior_threshold
         keep = ops.logical_not(ops.logical_and(unannotated, common_class[None, :]))
@@ -150,7 +151,8 @@ def selection_weight(
             likelihood_topk,
             scope=likelihood_scope,
         )
-        keep = ops.logical_and(keep, ops.logical_not(likely_positive))
+        dropped = ops.logical_not(likely_positive)
+        keep = dropped if keep is None else ops.logical_and(keep, dropped)
     return keep
 
 
@@ -370,7 +372,6 @@ class ClassAwareSelectiveLoss(keras.losses.Loss):
         self.from_logits = from_logits
 
         self.prior_variable = None
-        self._prior_given = prior is not None
         if self.num_classes is not None:
             initial = prior if prior is not None else np.zeros(self.num_classes)
             self.prior_variable = keras.Variable(
@@ -382,10 +383,15 @@ class ClassAwareSelectiveLoss(keras.losses.Loss):
 
     @property
     def prior(self):
-        """The current class prior as a NumPy array, or `None` if unset."""
-        if not self._prior_given:
+        """The current class prior as a NumPy array, or `None` if unset.
+
+        The variable is the only state: an all-zero prior (the initial
+        value) excludes no class, and reads as unset.
+        """
+        if self.prior_variable is None:
             return None
-        return np.asarray(keras.ops.convert_to_numpy(self.prior_variable))
+        values = np.asarray(keras.ops.convert_to_numpy(self.prior_variable))
+        return values if values.any() else None
 
     def set_prior(self, values):
         """Replaces the class prior; takes effect in compiled train steps.
@@ -406,7 +412,6 @@ class ClassAwareSelectiveLoss(keras.losses.Loss):
             )
         values = validate_prior(values, self.num_classes, argument="values")
         self.prior_variable.assign(values)
-        self._prior_given = True
 
     def call(self, y_true, y_pred):
         y_true, y_pred = _as_tensors(y_true, y_pred)

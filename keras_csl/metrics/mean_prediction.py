@@ -9,8 +9,9 @@ from keras import ops
 class MeanPrediction(keras.metrics.Metric):
     """Running mean of the predicted probability of each class.
 
-    The authors' cheap class-prior estimate: the mean sigmoid output of the
-    model over the training images seen in an epoch. Add it to
+    A cheap class-prior estimate: the mean sigmoid output of the model over
+    the training images seen in an epoch (the authors' `ComputePrior` keeps
+    the same mean over all epochs). Add it to
     `compile(metrics=[...])` and `keras_csl.callbacks.ClassPriorUpdater`
     turns it into the loss's prior. Memory is O(classes); under
     `tf.distribute` the per-replica sums are added.

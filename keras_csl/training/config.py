@@ -111,6 +111,25 @@ class TrainConfig:
                "a number in [0, 1) (0 disables the EMA)", self.ema_decay)
         _check(self.learning_rate > 0, "learning_rate", "a number > 0",
                self.learning_rate)
+        # Checked here, before a model is built or weights downloaded, so
+        # that the message names the config field.
+        for field in ("gamma_pos", "gamma_neg", "gamma_unannotated", "weight_decay"):
+            value = getattr(self, field)
+            _check(_is_number(value) and 0 <= value < float("inf"), field,
+                   "a finite number >= 0", value)
+        for field, low, high in (("clip", 0, 1), ("prior_momentum", 0, 1),
+                                 ("dropout", 0, 1)):
+            value = getattr(self, field)
+            _check(_is_number(value) and low <= value < high, field,
+                   f"a number in [{low}, {high})", value)
+        _check(_is_number(self.prior_threshold) and 0 <= self.prior_threshold <= 1,
+               "prior_threshold", "a number in [0, 1]", self.prior_threshold)
+        _check(_is_number(self.pct_start) and 0 < self.pct_start < 1,
+               "pct_start", "a number in (0, 1)", self.pct_start)
+        for field in ("likelihood_topk", "prior_warmup_epochs"):
+            value = getattr(self, field)
+            _check(isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+                   field, "an integer >= 0", value)
         return self
 
     def to_dict(self):
@@ -118,6 +137,10 @@ class TrainConfig:
 
     def to_json(self):
         return json.dumps(self.to_dict(), indent=1, sort_keys=True)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _check(condition, field, expected, value):

@@ -186,3 +186,32 @@ def count_examples(file_pattern, split="train"):
         )
     with tf.io.gfile.GFile(path) as f:
         return int(json.load(f)["images"])
+
+
+def dataset_classes(config):
+    """Class ids and names from the `classes.csv` next to the training files.
+
+    Returns:
+        `(class_ids, display_names, path)`; without a classes file, the
+        class indices as strings for both and `path=None` (logged).
+
+    Raises:
+        ValueError: if the file lists another number of classes than
+            `config.num_classes`.
+    """
+    from keras_csl.data import features
+
+    path = os.path.join(os.path.dirname(config.train_files), features.CLASSES_FILE)
+    if not config.train_files or not tf.io.gfile.exists(path):
+        logger.warning(
+            "%s not found: classes are named by their index.", path
+        )
+        ids = [str(i) for i in range(config.num_classes)]
+        return ids, list(ids), None
+    class_ids, names = features.read_classes_csv(path)
+    if len(class_ids) != config.num_classes:
+        raise ValueError(
+            f"Invalid value for config field `num_classes`. {path} lists "
+            f"{len(class_ids)} classes. Received: num_classes={config.num_classes}"
+        )
+    return class_ids, names, path

@@ -53,6 +53,7 @@ from keras_csl.metrics import MeanPrediction
 from keras_csl.metrics import partial_mean_average_precision
 from keras_csl.models import build_model
 from keras_csl.training import distribute
+from keras_csl.training import inputs
 from keras_csl.training.ema import ModelEMA
 from keras_csl.training.optimizers import make_optimizer
 from keras_csl.training.schedules import OneCycleSchedule
@@ -307,9 +308,6 @@ class _Trainer:
                 f"{expected}. Was the run started with another global batch "
                 "or dataset size? Use a new run_dir."
             )
-        prior = np.asarray(self.loss.prior_variable.numpy())
-        if prior.any():
-            self.loss.set_prior(prior)
         logger.info(
             "Resumed from %s: epoch %d of %d, step %d.", latest, epoch,
             self.config.epochs, iterations,
@@ -448,8 +446,9 @@ class _Trainer:
 
         return self.strategy.distribute_datasets_from_function(dataset_fn)
 
-    def _predict(self, dataset):
-        """Logits and targets of the whole validation set, on every worker."""
+    def _predict(self, dataset, with_targets=True):
+        """Logits (and int8 targets) of the whole validation set, on every
+        worker; one float32 copy of the scores is kept, batches are freed."""
         scores, targets = [], []
         iterator = iter(dataset)
         while True:
@@ -458,17 +457,19 @@ class _Trainer:
             if not valid.any():
                 break
             scores.append(logits.numpy()[valid])
-            targets.append(true.numpy()[valid])
-        return np.concatenate(targets), np.concatenate(scores)
+            if with_targets:
+                targets.append(true.numpy()[valid].astype(np.int8))
+        targets = np.concatenate(targets) if with_targets else None
+        return targets, np.concatenate(scores)
 
     def _validate(self, dataset):
         targets, scores = self._predict(dataset)
         logs = {"val_map": partial_mean_average_precision(targets, scores)[0]}
         if self.ema is not None:
+            del scores
             with self.ema.averaged_weights(self._swap_strategy()):
-                logs["val_map_ema"] = partial_mean_average_precision(
-                    targets, self._predict(dataset)[1]
-                )[0]
+                _, ema_scores = self._predict(dataset, with_targets=False)
+            logs["val_map_ema"] = partial_mean_average_precision(targets, ema_scores)[0]
         return logs
 
     def _swap_strategy(self):
@@ -526,6 +527,11 @@ class _Trainer:
             csv_path = (
                 os.path.join(self.run_dir, "prior.csv") if self.writes else None
             )
+            # Written with the dataset's class ids, so that `prior=<this
+            # file>` in another run reads it back by id.
+            class_ids, names, _ = inputs.dataset_classes(self.config)
+            if len(class_ids) != self.num_classes:  # A model_fn of its own.
+                class_ids = names = None
             callbacks.insert(0, ClassPriorUpdater(
                 self.loss,
                 tracker=self.tracker,
@@ -533,6 +539,8 @@ class _Trainer:
                 warmup_epochs=self.config.prior_warmup_epochs,
                 momentum=self.config.prior_momentum,
                 csv_path=csv_path,
+                class_ids=class_ids,
+                class_names=names,
                 verbose=0,
             ))
         return keras.callbacks.CallbackList(
@@ -552,7 +560,7 @@ class _Trainer:
         self._make_functions()
         callback_list = self._callbacks()
         writer = (
-            _summary_writer(os.path.join(self.run_dir, "logs"))
+            tf.summary.create_file_writer(os.path.join(self.run_dir, "logs"))
             if self.writes else None
         )
         val_dataset = self._val_dataset() if self.val_data is not None else None
@@ -650,26 +658,10 @@ def _read_prior(config, num_classes):
     class id, so a prior written for another class order (or a superset of
     classes) lands on the right classes or fails; otherwise by index.
     """
-    classes_csv = os.path.join(os.path.dirname(config.train_files), "classes.csv")
-    if config.train_files and tf.io.gfile.exists(classes_csv):
-        from keras_csl.data.features import read_classes_csv
-
-        class_ids, _ = read_classes_csv(classes_csv)
+    class_ids, _, classes_csv = inputs.dataset_classes(config)
+    if classes_csv is not None:
         return priors.read_prior_csv(config.prior, class_ids=class_ids)
     return priors.read_prior_csv(config.prior, num_classes=num_classes)
-
-
-def _summary_writer(path):
-    """A TensorBoard writer, or `None` when TensorBoard is not installed."""
-    try:
-        import tensorboard  # noqa: F401 (tf.summary needs it to write)
-    except ImportError:
-        logger.warning(
-            "TensorBoard is not installed (pip install tensorboard): no "
-            "TensorBoard logs; epoch metrics still go to metrics.jsonl."
-        )
-        return None
-    return tf.summary.create_file_writer(path)
 
 
 def _agree_on_finiteness(grads):

@@ -1,4 +1,11 @@
-"""The optimizer of the authors' recipe: Adam with decoupled weight decay."""
+"""The optimizer: Adam with decoupled weight decay (AdamW), no decay on 1-D.
+
+The authors' script passes a per-group weight decay of 1e-4 to
+`torch.optim.Adam`, which adds it to the gradient (a coupled L2 term),
+despite its "true wd" comment; the project asked for decoupled decay, as
+`torch.optim.AdamW` does, which is what this builds. The exclusions (every
+1-D parameter) are the authors'.
+"""
 
 import keras
 
@@ -20,7 +27,8 @@ def make_optimizer(
     precision="float32",
     epsilon=1e-8,
 ):
-    """`keras.optimizers.AdamW` with the authors' decay exclusions.
+    """`keras.optimizers.AdamW` with the authors' decay exclusions (not their
+    coupled L2: see the module docstring).
 
     Keras applies the decoupled decay as `var -= lr * weight_decay * var`
     before the Adam step, with the scheduled `lr` of that step: the update

@@ -38,6 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_csl import priors
+from keras_csl.training import inputs
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ def estimate_prior(
     if model_path is None:
         ignore_run_dir = os.path.join(run_dir, IGNORE_RUN)
         model_path = _train_ignore_model(config, ignore_run_dir, verbose)
-    class_ids, display_names, classes_csv = _dataset_classes(config)
+    class_ids, display_names, classes_csv = inputs.dataset_classes(config)
     predictor = _load_checked_predictor(model_path, config, classes_csv)
 
     logger.info("Estimating the class prior of %s with %s.",
@@ -358,26 +359,6 @@ def _train_ignore_model(config, ignore_run_dir, verbose):
     return final
 
 
-def _dataset_classes(config):
-    """Class ids and names from the `classes.csv` next to the training files."""
-    from keras_csl.data import features
-
-    path = os.path.join(os.path.dirname(config.train_files), features.CLASSES_FILE)
-    if not tf.io.gfile.exists(path):
-        logger.warning(
-            "%s not found: classes are named by their index in the prior CSV.", path
-        )
-        ids = [str(i) for i in range(config.num_classes)]
-        return ids, list(ids), None
-    class_ids, names = features.read_classes_csv(path)
-    if len(class_ids) != config.num_classes:
-        raise ValueError(
-            f"Invalid value for config field `num_classes`. {path} lists "
-            f"{len(class_ids)} classes. Received: num_classes={config.num_classes}"
-        )
-    return class_ids, names, path
-
-
 def _load_checked_predictor(model_path, config, classes_csv):
     from keras_csl.export import load_predictor
 
@@ -446,8 +427,6 @@ def _estimation_pass(predictor, config, batch_size, steps, keep_ids, verbose):
 
 def _expected_batches(config, batch_size):
     """Batches of the pass, for the progress bar; `None` when unknown."""
-    from keras_csl.training import inputs
-
     examples = config.train_examples
     if examples is None:
         try:

@@ -54,7 +54,7 @@ def get_config(variant="full"):
         return FULL
     if variant == "prior":
         return dataclasses.replace(
-            FULL, name="coco_fpc_prior", loss_mode="ignore", prior="online",
+            FULL, name="coco_fpc_prior", loss_mode="ignore", prior="none",
             epochs=10,
         )
     if variant == "smoke":

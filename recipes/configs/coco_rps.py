@@ -70,7 +70,7 @@ def get_config(variant="full"):
         # ignore-mode variant, then averages its predictions over the
         # training images into <run_dir>/prior.csv.
         return dataclasses.replace(
-            FULL, name="coco_rps_prior", loss_mode="ignore", prior="online",
+            FULL, name="coco_rps_prior", loss_mode="ignore", prior="none",
             epochs=10,
         )
     if variant == "smoke":

@@ -71,7 +71,7 @@ def get_config(variant="full"):
         return FULL
     if variant == "prior":
         return dataclasses.replace(
-            FULL, name="openimages_prior", loss_mode="ignore", prior="online",
+            FULL, name="openimages_prior", loss_mode="ignore", prior="none",
             epochs=5,
         )
     if variant == "smoke":

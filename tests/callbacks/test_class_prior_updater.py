@@ -56,18 +56,42 @@ def test_dataset_pass_warmup_every_and_momentum(tmp_path):
     np.testing.assert_allclose(priors.read_prior_csv(tmp_path / "prior-5.csv"), loss.prior, rtol=1e-6)
 
 
-def test_momentum_blends_estimates():
+def test_momentum_blends_with_the_loss_prior_across_fits():
+    # The previous estimate is the loss's prior, so smoothing goes on in a
+    # second fit() (or a resumed run, whose checkpoint restores the prior).
     model, loss = build(lr=0.0, with_tracker=False)
     x, y = data()
     first = tf.data.Dataset.from_tensor_slices((x, y)).batch(24)
     updater = keras_csl.callbacks.ClassPriorUpdater(loss, dataset=first, momentum=0.75, verbose=0)
     model.fit(x, y, batch_size=8, epochs=1, callbacks=[updater], verbose=0)
     p1 = loss.prior.copy()
+    np.testing.assert_allclose(p1, sigmoid(model.predict(x, verbose=0)).mean(0), rtol=1e-5)
     updater.dataset = tf.data.Dataset.from_tensor_slices((x + 2.0, y)).batch(24)
-    updater._previous = p1  # Second fit resets; emulate a continued run.
-    updater.on_epoch_end(1)
+    model.fit(x, y, batch_size=8, epochs=1, callbacks=[updater], verbose=0)
     p2_raw = sigmoid(model.predict(x + 2.0, verbose=0)).mean(0)
     np.testing.assert_allclose(loss.prior, 0.75 * p1 + 0.25 * p2_raw, rtol=1e-5)
+
+
+def test_inference_pass_respects_probability_outputs():
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="sigmoid")(inputs))
+    loss = keras_csl.ClassAwareSelectiveLoss(num_classes=4, from_logits=False, likelihood_topk=0)
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss=loss)
+    x, y = data()
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    updater = keras_csl.callbacks.ClassPriorUpdater(loss, dataset=dataset, verbose=0)
+    model.fit(x, y, batch_size=8, epochs=1, callbacks=[updater], verbose=0)
+    # No second sigmoid: the prior is the mean of the probabilities.
+    np.testing.assert_allclose(loss.prior, model.predict(x, verbose=0).mean(0), rtol=1e-5)
+
+
+def test_tracker_and_loss_must_agree_on_logits():
+    model, loss = build(with_tracker=False)
+    tracker = keras_csl.metrics.MeanPrediction(4, from_logits=False)
+    model.compile(optimizer="sgd", loss=loss, metrics=[tracker])
+    x, y = data()
+    with pytest.raises(ValueError, match="from_logits=False, loss from_logits=True"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[keras_csl.callbacks.ClassPriorUpdater(loss)])
 
 
 def test_resets_between_fits():

@@ -1,4 +1,5 @@
 import inspect
+import zlib
 import math
 
 import keras
@@ -219,7 +220,7 @@ SETTINGS = [
 @pytest.mark.parametrize("settings", SETTINGS)
 @pytest.mark.parametrize("shape", [(16, 80), (8, 1500), (3, 7)])
 def test_matches_numpy_reference(settings, shape):
-    rng = np.random.default_rng(hash((str(settings), shape)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(repr((settings, shape)).encode()))
     targets, logits = random_partial_batch(rng, *shape)
     settings = dict(settings)
     if settings.get("prior"):

@@ -86,6 +86,18 @@ def test_every_backbone_is_listed():
     }
 
 
+@pytest.mark.parametrize("backbone", ["efficientnetv2_s", "convnext_tiny"])
+def test_other_families_build_and_predict(backbone):
+    # One member of each keras.applications family that takes raw pixels
+    # itself (include_preprocessing), built without weights at a small size.
+    model = build_model(backbone, num_classes=3, image_size=64, weights=None)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    logits = model.predict(x, verbose=0)
+    assert logits.shape == (2, 3) and logits.dtype == np.float32
+    assert np.all(np.isfinite(logits))
+    assert model.input.name == "images" and model.layers[-1].name == "logits"
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

@@ -34,10 +34,13 @@ def test_unknown_override_names_the_fields():
 @pytest.mark.parametrize(
     "field, value",
     [("loss_mode", "selectiv"), ("precision", "float16"), ("epochs", 0),
-     ("ema_decay", 1.0), ("jit_compile", "yes"), ("prior", "")],
+     ("ema_decay", 1.0), ("jit_compile", "yes"), ("prior", ""),
+     ("gamma_neg", -1.0), ("clip", 1.0), ("prior_momentum", 1.0),
+     ("prior_threshold", 1.5), ("pct_start", 0.0), ("likelihood_topk", -1),
+     ("prior_warmup_epochs", 1.5), ("dropout", 1.0), ("weight_decay", float("nan"))],
 )
 def test_validate_rejects(field, value):
-    with pytest.raises(ValueError, match=field):
+    with pytest.raises(ValueError, match=f"config field `{field}`"):
         dataclasses.replace(TrainConfig(), **{field: value}).validate()
 
 
@@ -58,7 +61,7 @@ def test_recipe_configs_load(name, variant):
         assert config.backbone == "tiny" and config.synthetic_examples > 0
         assert config.weights is None and config.precision == "float32"
     if variant == ":prior":
-        assert config.loss_mode == "ignore" and config.prior == "online"
+        assert config.loss_mode == "ignore" and config.prior == "none"
 
 
 def test_fpc_and_rps_use_the_readme_gammas():

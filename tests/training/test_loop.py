@@ -125,11 +125,15 @@ class StopAt(keras.callbacks.Callback):
             raise KeyboardInterrupt(f"killed at epoch {epoch}")
 
 
-def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path):
-    uninterrupted = run(run_dir=tmp_path / "a", epochs=3)
+@pytest.mark.parametrize("prior_momentum", [0.0, 0.5])
+def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, prior_momentum):
+    # With momentum, the first update after the restart blends with the
+    # restored prior, as in the uninterrupted run.
+    settings = dict(epochs=3, prior_momentum=prior_momentum, prior_warmup_epochs=0)
+    uninterrupted = run(run_dir=tmp_path / "a", **settings)
     with pytest.raises(KeyboardInterrupt):
-        run(run_dir=tmp_path / "b", epochs=3, callbacks=[StopAt(2)])
-    resumed = run(run_dir=tmp_path / "b", epochs=3)
+        run(run_dir=tmp_path / "b", callbacks=[StopAt(2)], **settings)
+    resumed = run(run_dir=tmp_path / "b", **settings)
     assert resumed.iterations == uninterrupted.iterations == 3 * STEPS
     assert len(resumed.history) == 1  # only epoch 3 was run again
     assert max_difference(uninterrupted.model.get_weights(), resumed.model.get_weights()) < 1e-6

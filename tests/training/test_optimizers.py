@@ -1,4 +1,4 @@
-"""AdamW as the authors' optimizer: torch AdamW's decay, no decay on 1-D."""
+"""AdamW: torch AdamW's decoupled decay, with the authors' no decay on 1-D."""
 
 import keras
 import numpy as np
