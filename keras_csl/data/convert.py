@@ -92,7 +92,12 @@ def define_flags(flag_values=flags.FLAGS):
     )
     flags.DEFINE_boolean("strict", False, "Make any bad input fatal.", flag_values=fv)
     flags.DEFINE_integer(
-        "num_workers", None, "Worker processes (default: CPUs).", flag_values=fv
+        "num_workers",
+        None,
+        "Worker processes, each writing whole shards (default: min(CPUs, "
+        "images to write / 1000, shards to write), at least 1; a rerun leaves "
+        "out the shards it resumes).",
+        flag_values=fv,
     )
     flags.DEFINE_boolean(
         "validate_images", True, "Decode every image to check it.", flag_values=fv

@@ -90,22 +90,61 @@ def parse_example(serialized):
     return parsed
 
 
+def targets_from_lists(positive, negative, num_classes):
+    """Float32 targets `[B, num_classes]` in {1, 0, -1} from ragged lists.
+
+    The one implementation of the label rule: every class starts
+    un-annotated (-1), listed negatives become 0, listed positives 1 (a
+    class in both lists counts as positive; converters never write such
+    conflicts). The input pipeline calls it per batch, `make_targets` per
+    example.
+
+    Example:
+
+    >>> positive = tf.ragged.constant([[1], []], dtype=tf.int64)
+    >>> negative = tf.ragged.constant([[0, 1], [2]], dtype=tf.int64)
+    >>> targets_from_lists(positive, negative, 3).numpy().tolist()
+    [[0.0, 1.0, -1.0], [-1.0, -1.0, 0.0]]
+
+    Args:
+        positive: int64 `tf.RaggedTensor` `[B, None]` of class indices.
+        negative: int64 `tf.RaggedTensor` `[B, None]` of class indices.
+        num_classes: number of classes.
+
+    Returns:
+        float32 `[B, num_classes]`.
+    """
+    batch = positive.nrows()
+    targets = tf.fill(tf.stack([batch, tf.cast(num_classes, batch.dtype)]), -1.0)
+    for lists, value in ((negative, 0.0), (positive, 1.0)):
+        indices = tf.stack(
+            [lists.value_rowids(), tf.cast(lists.values, lists.row_splits.dtype)],
+            axis=1,
+        )
+        targets = tf.tensor_scatter_nd_update(
+            targets, indices, tf.fill(tf.shape(lists.values), value)
+        )
+    return targets
+
+
 def make_targets(positive, negative, num_classes):
     """Dense float32 targets `[num_classes]` in {1, 0, -1} from index lists.
 
-    Padding entries (-1) in the lists are ignored. A class listed in both
-    lists counts as positive (converters never write such conflicts).
+    One example's `targets_from_lists`; padding entries (-1, as
+    `parse_example` pads) are ignored.
+
+    Example:
+
+    >>> make_targets([1, -1], [0, 1], 3).numpy().tolist()
+    [0.0, 1.0, -1.0]
     """
-    positive = tf.boolean_mask(positive, positive >= 0)
-    negative = tf.boolean_mask(negative, negative >= 0)
-    targets = tf.fill([num_classes], -1.0)
-    targets = tf.tensor_scatter_nd_update(
-        targets, negative[:, None], tf.zeros_like(negative, tf.float32)
-    )
-    targets = tf.tensor_scatter_nd_update(
-        targets, positive[:, None], tf.ones_like(positive, tf.float32)
-    )
-    return targets
+
+    def one_row(indices):
+        indices = tf.cast(indices, tf.int64)
+        indices = tf.boolean_mask(indices, indices >= 0)
+        return tf.RaggedTensor.from_row_lengths(indices, tf.shape(indices, tf.int64))
+
+    return targets_from_lists(one_row(positive), one_row(negative), num_classes)[0]
 
 
 def write_classes_csv(path, class_ids, display_names):
@@ -160,7 +199,12 @@ def write_label_overlay(path, rows):
 
 
 def read_label_overlay(path):
-    """Reads a label overlay; returns `{image_id: (positives, negatives)}`."""
+    """Reads a label overlay; returns `{image_id: (positives, negatives)}`.
+
+    Raises:
+        ValueError: for a missing header, a malformed row, or an image id on
+            two rows (the message names the file and both lines).
+    """
     with tf.io.gfile.GFile(path, "r") as f:
         rows = list(csv.reader(f))
     if not rows or tuple(rows[0][:3]) != OVERLAY_HEADER:
@@ -168,7 +212,7 @@ def read_label_overlay(path):
             f"Invalid label overlay {path}: expected the header "
             f"{','.join(OVERLAY_HEADER)}. Received: {rows[0] if rows else 'an empty file'}"
         )
-    overlay = {}
+    overlay, first_line = {}, {}
     for line, row in enumerate(rows[1:], 2):
         try:
             positive = [int(c) for c in row[1].split()]
@@ -178,5 +222,12 @@ def read_label_overlay(path):
                 f"Invalid label overlay {path}, line {line}: expected "
                 f"image_id,positive,negative. Received: {row!r}"
             ) from None
+        if row[0] in overlay:
+            raise ValueError(
+                f"Invalid label overlay {path}: image {row[0]!r} is on line "
+                f"{first_line[row[0]]} and again on line {line}. Expected one "
+                "row per image."
+            )
         overlay[row[0]] = (positive, negative)
+        first_line[row[0]] = line
     return overlay

@@ -25,11 +25,16 @@ from keras_csl.data import augment as augment_lib
 from keras_csl.data import features
 from keras_csl.data import preprocessing
 
+# Defined with the layout, public here too: the batched label rule.
+from keras_csl.data.features import targets_from_lists
+
 logger = logging.getLogger(__name__)
 
 AUTOTUNE = tf.data.AUTOTUNE
 # Files read at once by `interleave`.
 MAX_CYCLE_LENGTH = 16
+# Image ids an out-of-range class index error lists, at most.
+_IDS_IN_ERRORS = 10
 # The features the reader needs; the class lists stay sparse until batched.
 _READ_KEYS = (
     features.IMAGE_KEY,
@@ -54,40 +59,6 @@ def list_files(file_pattern):
             f"file_pattern={file_pattern!r}, which matches no file"
         )
     return files
-
-
-def targets_from_lists(positive, negative, num_classes):
-    """Float32 targets `[B, num_classes]` in {1, 0, -1} from ragged lists.
-
-    The batched counterpart of `features.make_targets`: a class in both
-    lists counts as positive.
-
-    Example:
-
-    >>> positive = tf.ragged.constant([[1], []], dtype=tf.int64)
-    >>> negative = tf.ragged.constant([[0, 1], [2]], dtype=tf.int64)
-    >>> targets_from_lists(positive, negative, 3).numpy().tolist()
-    [[0.0, 1.0, -1.0], [-1.0, -1.0, 0.0]]
-
-    Args:
-        positive: int64 `tf.RaggedTensor` `[B, None]` of class indices.
-        negative: int64 `tf.RaggedTensor` `[B, None]` of class indices.
-        num_classes: number of classes.
-
-    Returns:
-        float32 `[B, num_classes]`.
-    """
-    batch = positive.nrows()
-    targets = tf.fill(tf.stack([batch, tf.cast(num_classes, batch.dtype)]), -1.0)
-    for lists, value in ((negative, 0.0), (positive, 1.0)):
-        indices = tf.stack(
-            [lists.value_rowids(), tf.cast(lists.values, lists.row_splits.dtype)],
-            axis=1,
-        )
-        targets = tf.tensor_scatter_nd_update(
-            targets, indices, tf.fill(tf.shape(lists.values), value)
-        )
-    return targets
 
 
 class LabelOverlay:
@@ -169,12 +140,10 @@ class LabelOverlay:
         return tf.where(missing[:, None], targets, overlay), missing
 
 
-def _check_positive_int(name, value):
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(
-            f"Invalid value for argument `{name}`. Expected a positive int. "
-            f"Received: {name}={value!r}"
-        )
+def _has_index_outside(lists, num_classes):
+    """Bool `[B]`: rows of a ragged `[B, None]` with an index outside [0, n)."""
+    outside = tf.logical_or(lists < 0, lists >= num_classes)
+    return tf.reduce_any(outside, axis=1)
 
 
 def _derive_seed(seed, pipeline_id, purpose):
@@ -266,10 +235,12 @@ def make_dataset(
     global batch; each input pipeline reads every
     `num_input_pipelines`-th file (sorted by name) and batches
     `input_context.get_per_replica_batch_size(batch_size)`. With fewer
-    files than pipelines, it falls back to example-level sharding (every
-    pipeline reads all files and keeps every `num_input_pipelines`-th
-    example) and logs a warning: correct, but each pipeline reads the whole
-    dataset.
+    files than pipelines, it falls back to example-level sharding and logs
+    a warning: every pipeline reads all files in the same order (sorted,
+    interleaved in order, whatever `deterministic`) and keeps every
+    `num_input_pipelines`-th example, so each example goes to exactly one
+    pipeline per epoch; in training the kept examples are then shuffled
+    (the files are not). Correct, but each pipeline reads the whole dataset.
 
     Example:
 
@@ -313,7 +284,12 @@ def make_dataset(
         repeat: repeat the data indefinitely (epochs stay whole: shuffle,
             then repeat).
         cache: cache the serialized records in memory (`True`) or in a file
-            (a path); decoding and augmentation still run every epoch.
+            (a path); decoding and augmentation still run every epoch. The
+            cache sits after the file shuffle and the interleave, so in
+            training later epochs replay the first epoch's file order and
+            only the shuffle buffer reorders them (a warning says so); a
+            `shuffle_buffer` as large as the (per-pipeline) dataset restores
+            a full reshuffle, at the memory of that many records.
         return_ids: yield `(images, targets, image_ids)`.
 
     Returns:
@@ -322,14 +298,12 @@ def make_dataset(
     Raises:
         ValueError: for invalid arguments, or when no file matches.
         tf.errors.InvalidArgumentError: (when iterating) for a class index
-            `>= num_classes` in the TFRecords.
+            outside `[0, num_classes)` in the TFRecords; the message lists
+            the ids of the images of that batch that have one.
     """
-    for name, value in (
-        ("num_classes", num_classes),
-        ("image_size", image_size),
-        ("batch_size", batch_size),
-    ):
-        _check_positive_int(name, value)
+    num_classes = preprocessing.check_positive_int("num_classes", num_classes)
+    image_size = preprocessing.check_positive_int("image_size", image_size)
+    batch_size = preprocessing.check_positive_int("batch_size", batch_size)
     if resize_mode not in preprocessing.RESIZE_MODES:
         raise ValueError(
             f"Invalid value for argument `resize_mode`. Expected one of "
@@ -377,7 +351,11 @@ def make_dataset(
         )
 
     ds = tf.data.Dataset.from_tensor_slices(files)
-    if training:
+    # With example-level sharding, `shard` deals each example to exactly one
+    # pipeline only if every pipeline reads the same stream: the files keep
+    # their sorted order and the interleave its order, whatever the seed or
+    # `deterministic`; the examples are shuffled after the shard.
+    if training and not example_sharding:
         ds = ds.shuffle(
             len(files),
             seed=_derive_seed(seed, pipeline_id, 0),
@@ -387,11 +365,19 @@ def make_dataset(
         tf.data.TFRecordDataset,
         cycle_length=min(len(files), MAX_CYCLE_LENGTH),
         num_parallel_calls=AUTOTUNE,
-        deterministic=ordered,
+        deterministic=ordered or example_sharding,
     )
     if example_sharding:
         ds = ds.shard(num_pipelines, pipeline_id)
     if cache:
+        if training:
+            logger.warning(
+                "cache=%r in training: later epochs replay the file order and "
+                "interleaving of the first one; only the shuffle buffer "
+                "(shuffle_buffer=%d examples) reorders them each epoch.",
+                cache,
+                shuffle_buffer,
+            )
         ds = ds.cache(cache if isinstance(cache, str) else "")
     if training and shuffle_buffer > 1:
         ds = ds.shuffle(
@@ -428,13 +414,18 @@ def make_dataset(
     def make_targets(batch):
         positive = tf.RaggedTensor.from_sparse(batch.pop("positive"))
         negative = tf.RaggedTensor.from_sparse(batch.pop("negative"))
-        largest = tf.reduce_max(
-            tf.concat([positive.values, negative.values, [-1]], axis=0)
+        out_of_range = tf.logical_or(
+            _has_index_outside(positive, num_classes),
+            _has_index_outside(negative, num_classes),
         )
-        check = tf.debugging.assert_less(
-            largest,
-            tf.constant(num_classes, tf.int64),
-            message=f"A class index in the TFRecords is >= num_classes={num_classes}",
+        check = tf.debugging.Assert(
+            tf.logical_not(tf.reduce_any(out_of_range)),
+            [
+                "A class index in the TFRecords is outside "
+                f"[0, num_classes={num_classes}) in the images with ids",
+                tf.boolean_mask(batch["id"], out_of_range),
+            ],
+            summarize=_IDS_IN_ERRORS,
         )
         with tf.control_dependencies([check]):
             targets = targets_from_lists(positive, negative, num_classes)

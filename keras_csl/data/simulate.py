@@ -258,7 +258,8 @@ def simulate_partial_labels(
             or the drop probability (rps, in [0, 1]).
         seed: non-negative integer seed.
         output_dir: if set, the new dataset is written there (shards named
-            as in `dataset_dir`, `classes.csv`, `<split>-summary.json`).
+            as in `dataset_dir`, `classes.csv`, `<split>-summary.json`); a
+            `classes.csv` already there must hold the same classes.
         overlay_path: if set, the label overlay CSV is written there.
         plot_path: if set, an image of the class frequencies before and
             after (needs matplotlib).
@@ -274,7 +275,8 @@ def simulate_partial_labels(
 
     Raises:
         ValueError: on invalid arguments, a dataset without a complete set
-            of shards, or duplicate image ids.
+            of shards, duplicate image ids, or an `output_dir` holding
+            another conversion's shards or classes.
     """
     _check_args(scheme, param, seed, output_dir, overlay_path, dataset_dir)
     param = int(param) if scheme == "fpc" else float(param)
@@ -343,14 +345,6 @@ def simulate_partial_labels(
     for path in (overlay_path, plot_path, stats_path):
         if path is not None and os.path.dirname(os.fspath(path)):
             tf.io.gfile.makedirs(os.path.dirname(os.fspath(path)))
-    if overlay_path is not None:
-        features.write_label_overlay(
-            overlay_path,
-            (
-                (image_id, new_positive[r], new_negative[r])
-                for r, image_id in enumerate(sorted_ids)
-            ),
-        )
     if output_dir is not None:
         _write_dataset(
             files,
@@ -382,6 +376,14 @@ def simulate_partial_labels(
         writer.atomic_write_text(
             os.path.join(output_dir, f"{split}-summary.json"),
             json.dumps(summary, indent=1) + "\n",
+        )
+    if overlay_path is not None:
+        features.write_label_overlay(
+            overlay_path,
+            (
+                (image_id, new_positive[r], new_negative[r])
+                for r, image_id in enumerate(sorted_ids)
+            ),
         )
     if plot_path is not None:
         plot_class_frequencies(stats, plot_path, names)
@@ -418,8 +420,7 @@ def _write_dataset(
     """Copies the shards with replaced class lists (same names and images)."""
     tf.io.gfile.makedirs(output_dir)
     writer.check_stale_shards(output_dir, split, len(files))
-    classes_path = os.path.join(output_dir, features.CLASSES_FILE)
-    features.write_classes_csv(classes_path, class_ids, names)
+    writer.write_classes(output_dir, class_ids, names)
     for path in files:
         target = os.path.join(output_dir, os.path.basename(path))
         with tf.io.TFRecordWriter(target + ".tmp") as out:

@@ -1,5 +1,6 @@
 """Tests of the converters (keras_csl.data.converters) and the shard writer."""
 
+import array
 import csv
 import json
 import os
@@ -529,10 +530,94 @@ def test_resume_after_killed_conversion(tmp_path):
     assert _shard_bytes(out) == _shard_bytes(clean)
 
 
+def test_resume_retries_images_that_were_missing(tmp_path):
+    labels, classes, images, _ = _openimages_inputs(tmp_path)
+    out, clean = str(tmp_path / "out"), str(tmp_path / "clean")
+    missing = os.path.join(images, "img1.jpg")  # shard 1 of 3: img1, img4
+    data = open(missing, "rb").read()
+    os.remove(missing)
+    summary = convert_openimages(labels, classes, images, out, 3, verbose=0)
+    assert summary["images"] == 5 and summary["skipped"] == {"missing image": 1}
+
+    _write(missing, data)
+    summary = convert_openimages(labels, classes, images, out, 3, verbose=0)
+    assert summary["this_run"]["shards_written"] == 1
+    assert summary["this_run"]["shards_resumed"] == 2
+    assert summary["images"] == 6 and summary["skipped"] == {}
+    assert _read_report(out) == []
+    convert_openimages(labels, classes, images, clean, 3, verbose=0)
+    assert _shard_bytes(out) == _shard_bytes(clean)
+
+
+def test_resume_rewrites_the_shard_of_a_changed_image_file(tmp_path):
+    labels, classes, images, _ = _openimages_inputs(tmp_path)
+    out = str(tmp_path / "out")
+    convert_openimages(labels, classes, images, out, 3, verbose=0)
+    # img4 is in shard 1 of 3. A new picture at the same path:
+    new_picture = _image_bytes(99, shape=(7, 5))
+    _write(os.path.join(images, "img4.jpg"), new_picture)
+    summary = convert_openimages(labels, classes, images, out, 3, verbose=0)
+    assert summary["this_run"]["shards_written"] == 1
+    assert _read_dataset(out)["img4"][1] == new_picture
+    # The same bytes with a new modification time count as a change too.
+    path = os.path.join(images, "img0.jpg")  # shard 0
+    stat = os.stat(path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    summary = convert_openimages(labels, classes, images, out, 3, verbose=0)
+    assert summary["this_run"]["shards_written"] == 1
+    summary = convert_openimages(labels, classes, images, out, 3, verbose=0)
+    assert summary["this_run"]["shards_written"] == 0
+
+
+def test_a_strict_rerun_raises_on_an_image_an_earlier_run_skipped(tmp_path):
+    labels, classes, images, _ = _openimages_inputs(tmp_path)
+    out = str(tmp_path / "out")
+    _write(os.path.join(images, "img1.jpg"), b"\xff\xd8\xffnot a jpeg")
+    summary = convert_openimages(labels, classes, images, out, 3, verbose=0)
+    assert summary["skipped"] == {"undecodable image": 1}
+    with pytest.raises(
+        ValueError, match=r"train\.csv, line 5: undecodable image .*img1\.jpg"
+    ):
+        convert_openimages(labels, classes, images, out, 3, strict=True, verbose=0)
+    # Without `strict`, the rerun resumes every shard and reports it again.
+    summary = convert_openimages(labels, classes, images, out, 3, verbose=0)
+    assert summary["this_run"]["shards_resumed"] == 3
+    assert summary["skipped"] == {"undecodable image": 1}
+    assert [row[1] for row in _read_report(out)] == ["5"]
+
+
+def test_duplicate_image_ids_name_both_sources(tmp_path):
+    def item(source_file, source_line):
+        return writer.Item(
+            "cat1",
+            "/img/cat1.jpg",
+            array.array("i", [0]),
+            array.array("i"),
+            source_file=source_file,
+            source_line=source_line,
+        )
+
+    with pytest.raises(
+        ValueError,
+        match=r"Duplicate image id 'cat1' in `items`: a\.csv, line 2 and b\.csv, "
+        r"line 7\.",
+    ):
+        writer.write_dataset(
+            [item("a.csv", 2), item("b.csv", 7)], ["cat"], ["Cat"], str(tmp_path), 1
+        )
+
+
 def test_invalid_arguments_and_empty_files(tmp_path):
     labels, classes, images, _ = _openimages_inputs(tmp_path)
     with pytest.raises(ValueError, match=r"`num_shards`.*Received: num_shards=0"):
         convert_openimages(labels, classes, images, str(tmp_path / "o"), 0, verbose=0)
+    with pytest.raises(ValueError, match=r"Received: num_shards=True"):
+        convert_openimages(labels, classes, images, str(tmp_path / "o"), True)
+    # NumPy integers pass, and the summary stays JSON.
+    summary = convert_openimages(
+        labels, classes, images, str(tmp_path / "np"), np.int64(2), verbose=0
+    )
+    assert summary["num_shards"] == 2 and type(summary["num_shards"]) is int
     empty = _write(tmp_path / "empty.csv", "")
     with pytest.raises(ValueError, match="no class found"):
         convert_openimages(labels, empty, images, str(tmp_path / "o"), 1, verbose=0)

@@ -256,12 +256,26 @@ def test_an_empty_label_overlay_raises_clearly(tmp_path):
         pipeline.LabelOverlay(path, NUM_CLASSES)
 
 
-def test_a_class_index_out_of_range_in_the_records_raises(records):
-    _, pattern = records
-    ds = make_dataset(pattern, 2, SIZE, 8, training=False)
-    with pytest.raises(tf.errors.InvalidArgumentError, match="num_classes=2"):
+def test_a_class_index_out_of_range_in_the_records_raises_naming_the_images(
+    tmp_path,
+):
+    path = str(tmp_path / "train.tfrecord")
+    jpeg = tf.io.encode_jpeg(_image(0)).numpy()
+    with tf.io.TFRecordWriter(path) as writer:
+        for image_id, positive, negative in (
+            ("ok", [1], [0]),
+            ("too-large", [0], [5]),
+            ("negative", [-1], []),
+        ):
+            writer.write(features.encode_example(jpeg, image_id, positive, negative))
+    ds = make_dataset(path, 2, SIZE, 8, training=False)
+    with pytest.raises(tf.errors.InvalidArgumentError) as error:
         for _ in ds:
             pass
+    message = error.value.message
+    assert "outside [0, num_classes=2)" in message
+    assert "too-large" in message and "negative" in message
+    assert '"ok"' not in message and "'ok'" not in message
 
 
 def test_distribute_datasets_from_function_with_two_replicas(records, two_cpu_strategy):
@@ -291,6 +305,64 @@ def test_invalid_arguments_raise(records, tmp_path):
         make_dataset(pattern, NUM_CLASSES, SIZE, 4, training=False, resize_mode="fit")
     with pytest.raises(ValueError, match="batch_size"):
         make_dataset(pattern, NUM_CLASSES, SIZE, 0, training=False)
+    for name in ("num_classes", "image_size", "batch_size"):
+        kwargs = dict(num_classes=NUM_CLASSES, image_size=SIZE, batch_size=4)
+        kwargs[name] = True
+        with pytest.raises(ValueError, match=f"Received: {name}=True"):
+            make_dataset(pattern, training=False, **kwargs)
+
+
+def test_numpy_integer_arguments_work(records):
+    # They used to pass the check, then fail inside the tf.data trace.
+    _, pattern = records
+    ds = make_dataset(
+        pattern, np.int64(NUM_CLASSES), np.int64(SIZE), np.int32(4), training=False
+    )
+    images, targets = next(iter(ds))
+    assert images.shape == (4, SIZE, SIZE, 3) and targets.shape == (4, NUM_CLASSES)
+
+
+def test_cache_in_training_warns_and_keeps_whole_epochs(records, caplog):
+    written, pattern = records
+    with caplog.at_level(logging.WARNING, logger=pipeline.__name__):
+        ds = make_dataset(
+            pattern,
+            NUM_CLASSES,
+            SIZE,
+            4,
+            training=True,
+            augment=False,
+            cache=True,
+            return_ids=True,
+        )
+    assert "later epochs replay the file order" in caplog.text
+    for _ in range(2):
+        assert sorted(_collect(ds)[2]) == sorted(written)  # 20 = 5 batches of 4
+
+
+def test_make_targets_is_one_example_of_targets_from_lists():
+    assert pipeline.targets_from_lists is features.targets_from_lists
+    positive, negative = [[2, 0], [], [1]], [[0, 3], [1, 2], []]
+    batched = features.targets_from_lists(
+        tf.ragged.constant(positive, tf.int64),
+        tf.ragged.constant(negative, tf.int64),
+        4,
+    ).numpy()
+    np.testing.assert_array_equal(
+        batched, [[1, -1, 1, 0], [-1, 0, 0, -1], [-1, 1, -1, -1]]
+    )
+    for row, pos, neg in zip(batched, positive, negative):
+        padded = tf.constant(pos + [-1, -1], tf.int64)  # parse_example pads with -1
+        np.testing.assert_array_equal(features.make_targets(padded, neg, 4), row)
+
+
+def test_read_label_overlay_refuses_an_image_on_two_rows(tmp_path):
+    path = tmp_path / "overlay.csv"
+    path.write_text("image_id,positive,negative\na,1,\nb,,2\na,0,\n")
+    with pytest.raises(
+        ValueError, match=r"overlay\.csv: image 'a' is on line 2 and again on line 4"
+    ):
+        features.read_label_overlay(str(path))
 
 
 def test_real_coco_photos_decode_with_their_labels(shared_data, tmp_path):
@@ -325,3 +397,41 @@ def test_real_coco_photos_decode_with_their_labels(shared_data, tmp_path):
         positive, negative = labels[image_id.decode()]
         np.testing.assert_array_equal(np.flatnonzero(row == 1.0), sorted(positive))
         assert (row == 0.0).sum() == len(negative)  # exhaustive COCO labels
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+@pytest.mark.parametrize("num_pipelines", [2, 4])
+def test_training_pipelines_read_each_example_once_per_epoch(
+    tmp_path, caplog, num_pipelines, deterministic
+):
+    # 3 files: 2 pipelines shard them by file, 4 fall back to example-level
+    # sharding. There, each pipeline used to shuffle the files with its own
+    # seed, so `shard` took every n-th element of different streams (22 to
+    # 25 distinct examples of 30).
+    written, pattern = _write(tmp_path, num_files=3, per_file=10)
+    epochs = [[], []]
+    with caplog.at_level(logging.WARNING, logger=pipeline.__name__):
+        for pipeline_id in range(num_pipelines):
+            context = tf.distribute.InputContext(
+                num_input_pipelines=num_pipelines,
+                input_pipeline_id=pipeline_id,
+                num_replicas_in_sync=num_pipelines,
+            )
+            ds = make_dataset(
+                pattern,
+                NUM_CLASSES,
+                SIZE,
+                num_pipelines,  # per-replica batch 1: no remainder to drop
+                training=True,
+                augment=False,
+                input_context=context,
+                deterministic=deterministic,
+                shuffle_buffer=8,
+                return_ids=True,
+            )
+            for epoch in epochs:  # each pass over `ds` is one epoch
+                epoch.append([i.decode() for _, _, ids in ds for i in ids.numpy()])
+    assert ("example-level sharding" in caplog.text) == (num_pipelines == 4)
+    for epoch in epochs:
+        assert sorted(sum(epoch, [])) == sorted(written)  # each exactly once
+    assert epochs[0] != epochs[1]  # reshuffled each epoch

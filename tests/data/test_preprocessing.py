@@ -134,5 +134,21 @@ def test_invalid_arguments_raise():
         preprocessing.resize_image(image, 8, mode="stretch")
     with pytest.raises(ValueError, match="image_size"):
         preprocessing.resize_image(image, 0)
+    with pytest.raises(ValueError, match="Received: image_size=True"):
+        preprocessing.preprocess_encoded(tf.io.encode_png(image), True)
     with pytest.raises(ValueError, match="encoded"):
         preprocessing.preprocess_encoded(tf.zeros([1, 1], tf.string), 8)
+
+
+def test_numpy_integer_sizes_work_like_python_ints():
+    image = tf.io.encode_png(_gradient(10, 14))
+    for mode in preprocessing.RESIZE_MODES:
+        np.testing.assert_array_equal(
+            preprocessing.preprocess_encoded(tf.stack([image]), np.int64(8), mode),
+            preprocessing.preprocess_encoded(tf.stack([image]), 8, mode),
+        )
+    assert preprocessing.check_positive_int("n", np.uint8(3)) == 3
+    for bad in (0, -2, 2.0, "3", True, np.bool_(True), None):
+        with pytest.raises(ValueError, match="Expected a positive integer"):
+            preprocessing.check_positive_int("n", bad)
+    assert preprocessing.check_positive_int("n", None, allow_none=True) is None

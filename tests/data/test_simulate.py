@@ -213,6 +213,33 @@ def test_result_does_not_depend_on_sharding(tmp_path):
     assert open(paths[0]).read() == open(paths[1]).read()
 
 
+def test_a_new_dataset_keeps_or_refuses_an_existing_classes_file(tmp_path):
+    dense, ids = _dense_labels()
+    dataset = _make_dataset(tmp_path, dense, ids, num_shards=1)
+    out = tmp_path / "out"
+    out.mkdir()
+    # The same classes (e.g. a rerun): kept, and written without a temp file.
+    simulate_partial_labels(dataset, "rps", 0.5, seed=0, output_dir=str(out))
+    simulate_partial_labels(dataset, "rps", 0.5, seed=0, output_dir=str(out))
+    assert sorted(os.listdir(out)) == [
+        "classes.csv",
+        "train-00000-of-00001.tfrecord",
+        "train-simulation.json",
+        "train-summary.json",
+    ]
+    # Other classes: refused, like the converters, before any shard is written.
+    other = tmp_path / "other"
+    other.mkdir()
+    features.write_classes_csv(str(other / "classes.csv"), ["/m/x"], ["X"])
+    overlay = str(tmp_path / "o.csv")
+    with pytest.raises(ValueError, match="already exists with other classes"):
+        simulate_partial_labels(
+            dataset, "rps", 0.5, seed=0, output_dir=str(other), overlay_path=overlay
+        )
+    assert sorted(os.listdir(other)) == ["classes.csv"]
+    assert not os.path.exists(overlay)
+
+
 def test_invalid_arguments(tmp_path):
     dense, ids = _dense_labels()
     dataset = _make_dataset(tmp_path, dense, ids, num_shards=1)

@@ -74,8 +74,9 @@ def convert_openimages(
             resized to it and re-encoded as JPEG (the authors used 256).
         strict: raise `ValueError` on the first bad input instead of
             skipping and reporting it.
-        num_workers: worker processes (default: one per CPU, at most one
-            per 1,000 images); 1 writes in this process.
+        num_workers: worker processes; 1 writes in this process. The
+            default is `min(CPUs, images to write // 1000, shards to
+            write)`, at least 1 (`writer.write_dataset`).
         verbose: 1 shows a progress bar.
         jpeg_quality: quality of re-encoded JPEGs.
         validate_images: decode each image to check it.
