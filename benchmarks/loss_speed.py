@@ -22,6 +22,10 @@ TF graph mode only (`--tf_modes=graph,xla` adds XLA) and JAX when
 classes) and the ms per 1,000 entries of each loss: a flat column is cost
 linear in the entries.
 
+A backend that is not installed is reported as skipped; a worker that
+fails otherwise is reported with its error, after the table of the others,
+and the script exits with status 1.
+
 Expected time: about 1 minute on 2 cores; `--sweep` about 30 s.
 """
 
@@ -143,16 +147,54 @@ def _format_shapes(shapes):
     return ",".join(f"{b}x{c}" for b, c in shapes)
 
 
+# The packages whose absence means "backend not installed" (a skip).
+BACKEND_PACKAGES = {"tensorflow": ("tensorflow",), "jax": ("jax", "jaxlib")}
+
+
+def _run_worker(backend, shapes, repeats, tf_modes):
+    """Prints the worker's timings as one `RESULTS` line, or `SKIPPED` why."""
+    try:
+        if backend == "tensorflow":
+            results = _time_tensorflow(shapes, repeats, tf_modes)
+        else:
+            results = _time_jax(shapes, repeats)
+    except ImportError as error:
+        missing = (error.name or "").split(".")[0]
+        if missing not in BACKEND_PACKAGES[backend]:
+            raise
+        print(f"SKIPPED {backend} is not installed ({error})")
+        return
+    print("RESULTS " + json.dumps(results))
+
+
+def worker_outcome(returncode, stdout, stderr):
+    """`("results", list)`, `("skipped", reason)` or `("failed", reason)`."""
+    if returncode == 0:
+        for line in reversed(stdout.splitlines()):
+            if line.startswith("RESULTS "):
+                return "results", json.loads(line[len("RESULTS "):])
+            if line.startswith("SKIPPED "):
+                return "skipped", line[len("SKIPPED "):]
+    errors = [line.strip() for line in stderr.splitlines() if line.strip()]
+    reason = errors[-1] if errors else "no output"
+    if returncode == 0:
+        return "failed", f"no RESULTS line ({reason})"
+    return "failed", f"exit status {returncode}: {reason}"
+
+
 def main(argv):
     del argv
     shapes = _parse_shapes(FLAGS.shapes)
+    backends = [FLAGS.worker] if FLAGS.worker else FLAGS.backends
+    unknown = [b for b in backends if b not in BACKEND_PACKAGES]
+    if unknown:
+        raise app.UsageError(
+            f"Invalid value for --backends. Expected some of "
+            f"{sorted(BACKEND_PACKAGES)}. Received: {unknown}"
+        )
     if FLAGS.worker:
-        if FLAGS.worker == "tensorflow":
-            results = _time_tensorflow(shapes, FLAGS.repeats, FLAGS.tf_modes)
-        else:
-            results = _time_jax(shapes, FLAGS.repeats)
-        print("RESULTS " + json.dumps(results))
-        return
+        _run_worker(FLAGS.worker, shapes, FLAGS.repeats, FLAGS.tf_modes)
+        return 0
     shapes_flag = FLAGS.shapes
     extra = [f"--tf_modes={','.join(FLAGS.tf_modes)}"] if FLAGS["tf_modes"].present else []
     if FLAGS.sweep:
@@ -162,24 +204,29 @@ def main(argv):
             FLAGS.sweep_classes, FLAGS.sweep_classes_batch,
             FLAGS.sweep_batches, FLAGS.sweep_batches_classes,
         ))
-    results = []
+    results, failures = [], []
     for backend in FLAGS.backends:
         env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"))
         command = [sys.executable, os.path.abspath(__file__), f"--worker={backend}", f"--repeats={FLAGS.repeats}"] + extra
         if shapes_flag:
             command.append(f"--shapes={shapes_flag}")
         proc = subprocess.run(command, env=env, capture_output=True, text=True)
-        lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULTS ")]
-        if proc.returncode or not lines:
-            print(f"{backend}: skipped ({proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'no output'})")
-            continue
-        results.extend(json.loads(lines[-1][len("RESULTS "):]))
+        kind, value = worker_outcome(proc.returncode, proc.stdout, proc.stderr)
+        if kind == "results":
+            results.extend(value)
+        elif kind == "skipped":
+            print(f"{backend}: skipped: {value}")
+        else:
+            failures.append(f"{backend}: {value}")
     if FLAGS.sweep:
         print(format_sweep_table(
             results, FLAGS.sweep_classes_batch, FLAGS.sweep_batches_classes
         ))
     else:
         _print_table(results)
+    for failure in failures:
+        print(f"FAILED: {failure}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 def _print_table(results):

@@ -23,7 +23,8 @@ one run measures side by side:
 Each pipeline is timed for `--images` images after a warm-up, in `--rounds`
 interleaved rounds; the table gives the median images/s, the median of the
 per-round ratios to `bare` (load from other processes hits neighbouring
-measurements alike, so the ratio is steadier than the rates), the ratio to
+measurements alike, so the ratio is steadier than the rates; it is not the
+ratio of the two medians shown), the ratio of the median to
 the authors' PIL recipe (340 images/s on these machines, BASELINES.md) and
 the process CPU time per image, which other processes disturb much less
 than wall time: on a busy machine, compare the CPU columns. Targets: `train`
@@ -58,7 +59,9 @@ flags.DEFINE_integer("batch_size", 64, "Batch size.")
 flags.DEFINE_integer("images", 1500, "Images timed per measurement.")
 flags.DEFINE_integer("rounds", 3, "Interleaved rounds; the table shows medians.")
 flags.DEFINE_list(
-    "threads", ["0"], "tf.data private thread pool sizes to compare (0: default)."
+    "threads", ["0"],
+    "tf.data private thread pool sizes to compare (0: tf.data's default, one "
+    "thread per core).",
 )
 flags.DEFINE_list(
     "pipelines",
@@ -235,12 +238,16 @@ def main(argv):
                     rate, ms = _measure(makers[name], threads, FLAGS.images)
                     rates[name].append(rate)
                     cpu[name].append(ms)
-            label = f"{threads} thread(s)" if threads else "default threads"
+            label = (
+                f"{threads} thread(s)" if threads
+                else f"default threads ({os.cpu_count()} cores)"
+            )
             print(
                 f"\n{label}, median of {FLAGS.rounds} rounds of {FLAGS.images} images"
             )
             print(
-                "| pipeline | images/s | x bare | x PIL recipe (340/s) | CPU ms/image |"
+                "| pipeline | images/s | median per-round ratio to bare | "
+                "x PIL recipe (340/s) | CPU ms/image |"
             )
             print("|---|---|---|---|---|")
             for name in names:

@@ -277,9 +277,7 @@ def time_recipe_loop(
         epochs=2,
         per_replica_batch_size=batch_size,
         precision=precision,
-        jit_compile={"auto": "auto", "true": True, "false": False}.get(
-            jit_compile, jit_compile
-        ),
+        jit_compile=_jit(jit_compile),
         prior="none",
         strategy="default",
         **{k: v for k, v in CSL_OPTIONS.items() if k != "mode"},
@@ -324,6 +322,7 @@ def main(argv):
             "--loop times keras_csl.training, which needs the TensorFlow "
             f"backend. Received: KERAS_BACKEND={keras.backend.backend()!r}"
         )
+    jit_compile = _jit(FLAGS.jit_compile)
     rows = []
     for backbone in FLAGS.models:
         if backbone not in IMAGE_FLAGS:
@@ -337,14 +336,14 @@ def main(argv):
             started = time.perf_counter()
             row = compare_losses(
                 backbone, int(classes), image_size, FLAGS.batch_size, steps,
-                rounds=FLAGS.rounds, jit_compile=_jit(FLAGS.jit_compile),
+                rounds=FLAGS.rounds, jit_compile=jit_compile,
                 precision=FLAGS.precision,
             )
             if FLAGS.loop:
                 row["loop_images_per_s"] = time_recipe_loop(
                     backbone, int(classes), image_size, FLAGS.batch_size,
                     steps, precision=FLAGS.precision,
-                    jit_compile=FLAGS.jit_compile,
+                    jit_compile=jit_compile,
                 )
             rows.append(row)
             print(
@@ -354,8 +353,14 @@ def main(argv):
     print(format_table(rows, keras.backend.backend()))
 
 
-def _jit(text):
-    return {"auto": "auto", "true": True, "false": False}[text]
+def _jit(value):
+    """Keras's `jit_compile` ("auto", True or False) from the flag's text.
+
+    Values that are already one of those pass through.
+    """
+    if isinstance(value, bool) or value == "auto":
+        return value
+    return {"true": True, "false": False}[value]
 
 
 if __name__ == "__main__":

@@ -4,15 +4,19 @@ r"""Evaluates a model on TFRecords: mAP, per-class AP, plots.
         --data='data/coco/val-*.tfrecord' --output_dir=eval/coco \
         [--label_overlay=data/coco/val-partial.csv] [--pr_classes=person,car]
 
-or with a training run's Keras model:
+or with a training run's Keras model (a run folder or its `best.keras`):
 
-    python recipes/evaluate.py --model=runs/coco_rps/best.keras \
+    python recipes/evaluate.py --model=runs/coco_rps \
         --data='data/coco/val-*.tfrecord' --output_dir=eval/coco
 
 The classes come from the export, else from `--classes_csv` (default: the
-`classes.csv` next to the TFRecords). Images are decoded and resized with
-the export's settings (image size, resize mode) by the training pipeline
-(`keras_csl.data.make_dataset`, evaluation mode).
+`classes.csv` next to the TFRecords, else the training run's). Images are
+decoded and resized with the export's settings (image size, resize mode,
+`jpeg_downscale`), or for a `.keras` model with those of its training run
+(`config.json`) unless `--resize_mode` / `--[no]jpeg_downscale` are given,
+by the training pipeline (`keras_csl.data.make_dataset`, evaluation mode).
+A label overlay is checked as training checks it
+(`keras_csl.data.LabelOverlay`: class indices in range, at least one row).
 
 Metrics (percent; `keras_csl.metrics.partial_mean_average_precision`):
 
@@ -61,7 +65,9 @@ FLAGS = flags.FLAGS
 def define_flags():
     """Defines the command-line flags (only when run as a script)."""
     flags.DEFINE_string("export_dir", None, "A serving export (base path or version).")
-    flags.DEFINE_string("model", None, "A .keras file or a SavedModel folder.")
+    flags.DEFINE_string(
+        "model", None, "A training run folder, a .keras file or a SavedModel folder."
+    )
     flags.DEFINE_string("data", None, "TFRecord file pattern (keras_csl.data layout).")
     flags.DEFINE_string(
         "classes_csv", None,
@@ -76,7 +82,17 @@ def define_flags():
     )
     flags.DEFINE_enum(
         "resize_mode", None, ["squash", "pad", "crop"],
-        "Resize mode of training, for a .keras model (default squash).",
+        "Resize mode of training, for a .keras model (default: the run's, "
+        "else squash).",
+    )
+    flags.DEFINE_bool(
+        "jpeg_downscale", None,
+        "Decode large JPEGs at reduced scale, for a .keras model (default: "
+        "the run's, else true).",
+    )
+    flags.DEFINE_bool(
+        "from_logits", None,
+        "The .keras model outputs logits (default true; false: probabilities).",
     )
     flags.DEFINE_integer(
         "num_thresholds", None,
@@ -102,6 +118,8 @@ def evaluate(
     label_overlay=None,
     resize_mode=None,
     num_thresholds=None,
+    jpeg_downscale=None,
+    from_logits=None,
 ):
     """Predicts `data`, computes partial (and full) mAP, writes CSV and plots.
 
@@ -130,7 +148,8 @@ def evaluate(
         label_overlay: a label overlay CSV (`image_id,positive,negative`)
             giving the partial labels to evaluate; images not in it keep
             the labels of the records.
-        resize_mode: the training resize mode, for a `.keras` model.
+        resize_mode: the training resize mode, for a `.keras` model
+            (default: its training run's, else `"squash"`).
         num_thresholds: `None` (default): exact APs from every prediction,
             kept in memory (about 29 bytes per image and class). An integer
             (e.g. 1000): stream the batches through
@@ -139,27 +158,41 @@ def evaluate(
             overlay) whatever the number of images; mAP within about 0.03
             points of the exact one unless the scores barely vary
             (docs/METRICS.md); PR curves drawn from the histograms.
+        jpeg_downscale: as in training, for a `.keras` model (default: its
+            training run's, else True).
+        from_logits: whether a `.keras` model outputs logits (default True).
 
     Returns:
         A dict: `partial_map`, `partial_map_weighted`, `full_map` (percent;
         None unless complete labels are available), `labels_complete`,
         `num_images`, `num_classes`, `classes_evaluated`,
-        `annotated_fraction`, `num_thresholds`, `per_class` (list of CSV
+        `annotated_fraction`, `num_thresholds`, `resize_mode` and
+        `jpeg_downscale` (the preprocessing used), `per_class` (list of CSV
         rows as dicts), and the paths of the files written (`files`).
 
     Raises:
         ValueError: for classes that differ from the model's, an image size
-            other than the model's, an overlay without image ids, an empty
-            dataset, or `num_thresholds` not an integer >= 2.
+            other than the model's, an invalid label overlay (a class index
+            outside [0, C), no row) or one without image ids, an empty
+            dataset, a `batch_size` that is not a positive int, or
+            `num_thresholds` not an integer >= 2.
     """
     import numpy as np
     import tensorflow as tf
 
+    from keras_csl.data import LabelOverlay
     from keras_csl.data import make_dataset
     from keras_csl.data import read_classes_csv
     from keras_csl.export import Predictor
     from keras_csl.export import load_predictor
 
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or (
+        batch_size < 1
+    ):
+        raise ValueError(
+            "Invalid value for argument `batch_size`. Expected a positive int. "
+            f"Received: batch_size={batch_size!r}"
+        )
     if isinstance(data, os.PathLike):
         data = os.fspath(data)
     if label_overlay is not None:
@@ -169,7 +202,8 @@ def evaluate(
         classes_csv = candidate if os.path.exists(candidate) else None
     if not isinstance(model, Predictor):
         predictor = load_predictor(
-            model, classes_csv=classes_csv, resize_mode=resize_mode
+            model, classes_csv=classes_csv, resize_mode=resize_mode,
+            jpeg_downscale=jpeg_downscale, from_logits=from_logits,
         )
     else:
         predictor = model
@@ -198,7 +232,11 @@ def evaluate(
             jpeg_downscale=predictor.jpeg_downscale, return_ids=True,
         )
 
-    batches = _predicted_batches(predictor, dataset, label_overlay)
+    # Checked before any prediction, as training checks it.
+    overlay = (
+        LabelOverlay(label_overlay, predictor.num_classes) if label_overlay else None
+    )
+    batches = _predicted_batches(predictor, dataset, overlay)
     if num_thresholds is None:
         summary = _exact_summary(batches)
     else:
@@ -242,6 +280,8 @@ def evaluate(
         classes_evaluated=int(np.isfinite(per_class_ap).sum()),
         annotated_fraction=summary["annotated"] / (num_images * len(class_ids)),
         num_thresholds=num_thresholds,
+        resize_mode=predictor.resize_mode,
+        jpeg_downscale=predictor.jpeg_downscale,
         model=str(predictor.source),
         data=data if isinstance(data, (str, list)) else "tf.data.Dataset",
         label_overlay=label_overlay,
@@ -278,16 +318,14 @@ def evaluate(
     return result
 
 
-def _predicted_batches(predictor, dataset, label_overlay):
+def _predicted_batches(predictor, dataset, overlay):
     """Yields `(probabilities, record_targets, eval_targets)` per batch.
 
-    `eval_targets` are the record targets with the label overlay applied.
+    `eval_targets` are the record targets with the label overlay (a
+    `keras_csl.data.LabelOverlay`, or None) applied.
     """
     import numpy as np
 
-    from keras_csl.data import read_label_overlay
-
-    overlay = read_label_overlay(label_overlay) if label_overlay else None
     missing = images = 0
     for batch in dataset:
         scores = predictor.predict_images(
@@ -301,11 +339,9 @@ def _predicted_batches(predictor, dataset, label_overlay):
                     "A label overlay needs image ids: pass TFRecords, or a "
                     "dataset of (images, targets, image_ids)."
                 )
-            ids = [v.decode("utf-8") for v in batch[2].numpy()]
-            eval_targets, batch_missing = _apply_overlay(
-                record_targets, ids, overlay
-            )
-            missing += batch_missing
+            eval_targets, batch_missing = overlay.apply(batch[2], record_targets)
+            eval_targets = eval_targets.numpy()
+            missing += int(np.sum(batch_missing.numpy()))
         images += len(scores)
         yield np.asarray(scores, "float32"), record_targets, eval_targets
     if missing:
@@ -340,7 +376,11 @@ def _exact_summary(batches):
     _, per_class_ap = partial_mean_average_precision(eval_targets, scores)
     full_ap = None
     if labels_complete:
-        _, full_ap = partial_mean_average_precision(record_targets, scores)
+        # Without an overlay the evaluated labels are the records': reuse.
+        full_ap = (
+            partial_mean_average_precision(record_targets, scores)[1]
+            if overlaid else per_class_ap
+        )
 
     def curve(c):
         return precision_recall_curve(eval_targets[:, c], scores[:, c])
@@ -606,21 +646,6 @@ def _choose_classes(pr_classes, class_ids, names, positives):
     return chosen
 
 
-def _apply_overlay(targets, ids, overlay):
-    """The targets with the overlay's labels; and how many ids it lacks."""
-    targets = targets.copy()
-    missing = 0
-    for row, image_id in enumerate(ids):
-        if image_id not in overlay:
-            missing += 1
-            continue
-        positive, negative = overlay[image_id]
-        targets[row] = -1
-        targets[row, negative] = 0
-        targets[row, positive] = 1
-    return targets, missing
-
-
 def _write_csv(path, rows):
     columns = list(CSV_COLUMNS) + (["full_ap"] if rows and "full_ap" in rows[0] else [])
     with open(path, "w", newline="", encoding="utf-8") as f:
@@ -656,6 +681,8 @@ def main(argv):
         label_overlay=FLAGS.label_overlay,
         resize_mode=FLAGS.resize_mode,
         num_thresholds=FLAGS.num_thresholds,
+        jpeg_downscale=FLAGS.jpeg_downscale,
+        from_logits=FLAGS.from_logits,
     )
     print(json.dumps({k: v for k, v in result.items() if k != "per_class"}))
 

@@ -4,10 +4,11 @@ r"""Tags image files with a trained model: a table, and optionally the pictures.
         [--images=more.jpg ...] [--threshold=0.5] [--top_k=10] \
         [--output_dir=tagged/]
 
-or with a training run's Keras model:
+or with a training run's Keras model (a run folder or its `best.keras`:
+the classes, resize mode and `jpeg_downscale` then come from the run's
+`config.json` unless given as flags):
 
-    python recipes/infer.py --model=runs/coco_rps/best.keras \
-        --classes_csv=data/coco/classes.csv --images=photos/
+    python recipes/infer.py --model=runs/coco_rps --images=photos/
 
 `--images` takes files or folders (their JPEG, PNG, GIF and BMP files, not
 recursive) and may be repeated. A tag is a class whose probability is at
@@ -39,7 +40,9 @@ FLAGS = flags.FLAGS
 def define_flags():
     """Defines the command-line flags (only when run as a script)."""
     flags.DEFINE_string("export_dir", None, "A serving export (base path or version).")
-    flags.DEFINE_string("model", None, "A .keras file or a SavedModel folder.")
+    flags.DEFINE_string(
+        "model", None, "A training run folder, a .keras file or a SavedModel folder."
+    )
     flags.DEFINE_string("classes_csv", None, "classes.csv, for a .keras model.")
     flags.DEFINE_multi_string("images", [], "Image files or folders (repeatable).")
     flags.DEFINE_float("threshold", 0.5, "Minimum probability of a tag.")
@@ -48,7 +51,17 @@ def define_flags():
     flags.DEFINE_integer("batch_size", 16, "Images per model call.")
     flags.DEFINE_enum(
         "resize_mode", None, ["squash", "pad", "crop"],
-        "Resize mode of training, for a .keras model (default squash).",
+        "Resize mode of training, for a .keras model (default: the run's, "
+        "else squash).",
+    )
+    flags.DEFINE_bool(
+        "jpeg_downscale", None,
+        "Decode large JPEGs at reduced scale, for a .keras model (default: "
+        "the run's, else true).",
+    )
+    flags.DEFINE_bool(
+        "from_logits", None,
+        "The .keras model outputs logits (default true; false: probabilities).",
     )
 
 
@@ -95,6 +108,8 @@ def tag_images(
     batch_size=16,
     classes_csv=None,
     resize_mode=None,
+    jpeg_downscale=None,
+    from_logits=None,
 ):
     """Tags image files; optionally saves them with their tags drawn.
 
@@ -109,21 +124,29 @@ def tag_images(
     Args:
         model: a `keras_csl.export.Predictor`, or a path for
             `keras_csl.export.load_predictor` (an export, a SavedModel
-            version folder or a `.keras` file).
+            version folder, a training run folder or a `.keras` file).
         images: image files or folders (a path or a list of them).
         threshold: minimum probability of a tag.
         top_k: at most this many tags per image (0 or None: no limit).
         output_dir: if set, each picture is saved there as
             `<name>.jpg` with its tags drawn, plus `tags.json`.
         batch_size: images per model call.
-        classes_csv: `classes.csv`, for a `.keras` model.
-        resize_mode: the training resize mode, for a `.keras` model.
+        classes_csv: `classes.csv`, for a `.keras` model (default: its
+            training run's).
+        resize_mode: the training resize mode, for a `.keras` model
+            (default: its training run's, else `"squash"`).
+        jpeg_downscale: likewise (default: the run's, else True).
+        from_logits: whether a `.keras` model outputs logits (default True).
 
     Returns:
         One dict per image, in order: `path`, `tags` (a list of dicts with
         `index`, `class_id`, `name`, `score`), `error` (None, or why the
         file could not be read as an image; its tags are then empty), and
         with `output_dir` `output`, the path of the picture drawn.
+
+    Raises:
+        ValueError: for a threshold outside [0, 1], a `batch_size` that is
+            not a positive int, or a missing image path.
     """
     from keras_csl.export import Predictor
     from keras_csl.export import load_predictor
@@ -133,12 +156,20 @@ def tag_images(
             "Invalid value for argument `threshold`. Expected a probability "
             f"in [0, 1]. Received: threshold={threshold!r}"
         )
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or (
+        batch_size < 1
+    ):
+        raise ValueError(
+            "Invalid value for argument `batch_size`. Expected a positive int. "
+            f"Received: batch_size={batch_size!r}"
+        )
     if output_dir is not None:
         _require_pillow()
-    predictor = model if isinstance(model, Predictor) else load_predictor(
-        model, classes_csv=classes_csv, resize_mode=resize_mode
-    )
     files = list_images(images)
+    predictor = model if isinstance(model, Predictor) else load_predictor(
+        model, classes_csv=classes_csv, resize_mode=resize_mode,
+        jpeg_downscale=jpeg_downscale, from_logits=from_logits,
+    )
     results = []
     for start in range(0, len(files), batch_size):
         batch = files[start : start + batch_size]
@@ -295,6 +326,8 @@ def main(argv):
         batch_size=FLAGS.batch_size,
         classes_csv=FLAGS.classes_csv,
         resize_mode=FLAGS.resize_mode,
+        jpeg_downscale=FLAGS.jpeg_downscale,
+        from_logits=FLAGS.from_logits,
     )
     print(format_table(results))
 

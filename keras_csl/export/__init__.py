@@ -14,3 +14,5 @@ from keras_csl.export.serving import load_for_serving
 from keras_csl.export.serving import next_version
 from keras_csl.export.predictor import Predictor
 from keras_csl.export.predictor import load_predictor
+from keras_csl.export.predictor import resolve_training_settings
+from keras_csl.export.predictor import training_run_settings

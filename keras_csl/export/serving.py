@@ -155,6 +155,8 @@ def export_for_serving(
             f"Invalid value for argument `resize_mode`. Expected one of "
             f"{RESIZE_MODES}. Received: resize_mode={resize_mode!r}"
         )
+    _check_bool("jpeg_downscale", jpeg_downscale)
+    _check_bool("from_logits", from_logits)
     export_dir = os.fspath(export_dir)
     tf.io.gfile.makedirs(export_dir)
     if version is None:
@@ -250,34 +252,63 @@ def export_for_serving(
 
 def next_version(export_dir):
     """One more than the largest numeric folder in `export_dir` (1 if none)."""
+    return max(_versions(export_dir), default=0) + 1
+
+
+def latest_version_path(export_dir):
+    """The path of the highest complete version folder in `export_dir`.
+
+    Accepts a version folder itself (one holding `saved_model.pb`) too. A
+    numbered folder without `saved_model.pb` (or `saved_model.pbtxt`), such
+    as a copy still in progress, is skipped; a warning names the folders
+    skipped.
+
+    Raises:
+        ValueError: if there is neither a SavedModel nor a complete version
+            folder.
+    """
+    export_dir = os.fspath(export_dir)
+    if _holds_saved_model(export_dir):
+        return export_dir
+    incomplete = []
+    for version in sorted(_versions(export_dir), reverse=True):
+        path = os.path.join(export_dir, str(version))
+        if _holds_saved_model(path):
+            if incomplete:
+                logger.warning(
+                    "Skipped version folders of %s without saved_model.pb: %s; "
+                    "using version %d.", export_dir, incomplete, version,
+                )
+            return path
+        incomplete.append(version)
+    if incomplete:
+        raise ValueError(
+            f"No complete SavedModel in {export_dir}: its version folders "
+            f"{sorted(incomplete)} hold no saved_model.pb (still being "
+            "written or copied?)."
+        )
+    raise ValueError(
+        f"No SavedModel found in {export_dir}: expected saved_model.pb or "
+        "numbered version folders (1/, 2/, ...)."
+    )
+
+
+def _versions(export_dir):
+    """The version numbers of the numbered folders in `export_dir`."""
     if not tf.io.gfile.isdir(export_dir):
-        return 1
-    versions = [
+        return []
+    return [
         int(name.rstrip("/"))
         for name in tf.io.gfile.listdir(export_dir)
         if name.rstrip("/").isdigit()
     ]
-    return max(versions, default=0) + 1
 
 
-def latest_version_path(export_dir):
-    """The path of the highest numeric version folder in `export_dir`.
-
-    Accepts a version folder itself (one holding `saved_model.pb`) too.
-
-    Raises:
-        ValueError: if there is neither a SavedModel nor a version folder.
-    """
-    export_dir = os.fspath(export_dir)
-    if tf.io.gfile.exists(os.path.join(export_dir, "saved_model.pb")):
-        return export_dir
-    version = next_version(export_dir) - 1
-    if version < 1:
-        raise ValueError(
-            f"No SavedModel found in {export_dir}: expected saved_model.pb or "
-            "numbered version folders (1/, 2/, ...)."
-        )
-    return os.path.join(export_dir, str(version))
+def _holds_saved_model(path):
+    return any(
+        tf.io.gfile.exists(os.path.join(path, name))
+        for name in ("saved_model.pb", "saved_model.pbtxt")
+    )
 
 
 def load_for_serving(path):
@@ -321,11 +352,17 @@ def load_for_serving(path):
     return signatures[BYTES_SIGNATURE], signatures[IMAGES_SIGNATURE], metadata
 
 
-def _make_outputs_fn(model, num_classes, k, class_ids, display_names, from_logits):
-    class_ids = tf.constant(class_ids, tf.string)
-    display_names = tf.constant(display_names, tf.string)
+def make_probabilities_fn(model, num_classes, from_logits=True):
+    """A function from images `[N, S, S, 3]` to float32 probabilities `[N, C]`.
 
-    def outputs_fn(images):
+    The probabilities are the sigmoid of the model's outputs, or the
+    outputs themselves with `from_logits=False` (a model that ends in a
+    sigmoid). An empty batch gives `[0, C]` without calling the model:
+    Conv2D crashes on an empty batch on CPU. The export's signatures and
+    `keras_csl.export.Predictor` both use it.
+    """
+
+    def probabilities(images):
         def predict():
             scores = tf.cast(model(images, training=False), tf.float32)
             return tf.sigmoid(scores) if from_logits else scores
@@ -333,9 +370,19 @@ def _make_outputs_fn(model, num_classes, k, class_ids, display_names, from_logit
         def empty():
             return tf.zeros([0, num_classes], tf.float32)
 
-        # Conv2D crashes on an empty batch on CPU: don't call the model.
         probabilities = tf.cond(tf.shape(images)[0] > 0, predict, empty)
-        probabilities = tf.ensure_shape(probabilities, [None, num_classes])
+        return tf.ensure_shape(probabilities, [None, num_classes])
+
+    return probabilities
+
+
+def _make_outputs_fn(model, num_classes, k, class_ids, display_names, from_logits):
+    class_ids = tf.constant(class_ids, tf.string)
+    display_names = tf.constant(display_names, tf.string)
+    probabilities_fn = make_probabilities_fn(model, num_classes, from_logits)
+
+    def outputs_fn(images):
+        probabilities = probabilities_fn(images)
         scores, indices = tf.math.top_k(probabilities, k=k)
         return {
             "probabilities": probabilities,
@@ -406,3 +453,11 @@ def _check_strings(values, num_classes, argument):
             f"model output ({num_classes}). Received: {len(values)} entries"
         )
     return values
+
+
+def _check_bool(argument, value):
+    if not isinstance(value, bool):
+        raise ValueError(
+            f"Invalid value for argument `{argument}`. Expected True or False. "
+            f"Received: {argument}={value!r}"
+        )

@@ -1,9 +1,10 @@
 """Smoke tests of the benchmark scripts: their functions run at tiny sizes.
 
 No timing is asserted (these machines are shared and noisy); the tests check
-that each script's pieces run, return what the tables read, and that the
-PyTorch re-implementation of the authors' loss in `gpu_check.py` computes
-the same function as the independent NumPy reference.
+that each script's pieces run, return what the tables read, that failures
+give a non-zero exit status, and that the PyTorch re-implementation of the
+authors' loss in `gpu_check.py` computes the same function as the
+independent NumPy reference.
 """
 
 import dataclasses
@@ -33,8 +34,9 @@ def load_script(name):
     return module
 
 
-# loss_speed defines its flags at import: load it once.
+# loss_speed and metric_error define their flags at import: load them once.
 loss_speed = load_script("loss_speed")
+metric_error = load_script("metric_error")
 training_speed = load_script("training_speed")
 gpu_check = load_script("gpu_check")
 
@@ -100,7 +102,64 @@ def test_sweep_command_line_runs():
     assert rows == ["4x20", "4x50", "2x50", "4x50"]
 
 
+def test_worker_outcome_tells_results_skips_and_failures():
+    rows = [dict(backend="jax-jit", shape="4x30", loss="csl", ms=1.0)]
+    assert loss_speed.worker_outcome(
+        0, "noise\nRESULTS " + json.dumps(rows) + "\n", ""
+    ) == ("results", rows)
+    assert loss_speed.worker_outcome(0, "SKIPPED jax is not installed (x)\n", "") == (
+        "skipped", "jax is not installed (x)"
+    )
+    crash = "Traceback (most recent call last):\n  ...\nValueError: bad shape\n"
+    assert loss_speed.worker_outcome(1, "", crash) == (
+        "failed", "exit status 1: ValueError: bad shape"
+    )
+    # A crash after a RESULTS line, or a clean exit without one, fails too.
+    assert loss_speed.worker_outcome(-9, "RESULTS []", "")[0] == "failed"
+    assert loss_speed.worker_outcome(0, "", "") == (
+        "failed", "no RESULTS line (no output)"
+    )
+
+
+def test_worker_reports_a_missing_backend_as_skipped(monkeypatch, capsys):
+    def missing(*args):
+        raise ModuleNotFoundError("No module named 'jax'", name="jax")
+
+    monkeypatch.setattr(loss_speed, "_time_jax", missing)
+    loss_speed._run_worker("jax", [(4, 30)], repeats=1, tf_modes=["graph"])
+    assert capsys.readouterr().out == (
+        "SKIPPED jax is not installed (No module named 'jax')\n"
+    )
+
+    def broken(*args):
+        raise ImportError("cannot import name 'x' from 'keras_csl'", name="keras_csl")
+
+    monkeypatch.setattr(loss_speed, "_time_jax", broken)
+    with pytest.raises(ImportError, match="cannot import name"):
+        loss_speed._run_worker("jax", [(4, 30)], repeats=1, tf_modes=["graph"])
+
+
+def test_crashed_worker_fails_the_command_line():
+    # A negative class count makes the worker raise after TensorFlow loads.
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "loss_speed.py"), "--backends=tensorflow",
+         "--repeats=1", "--shapes=4x-1", "--tf_modes=graph"],
+        env=_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "skipped" not in result.stdout
+    assert "FAILED: tensorflow: exit status 1: ValueError" in result.stderr
+
+
 # ---------------------------------------------------------- training_speed
+
+
+def test_jit_flag_values():
+    assert [training_speed._jit(v) for v in ("auto", "true", "false", True, False)] == [
+        "auto", True, False, True, False
+    ]
+    with pytest.raises(KeyError):
+        training_speed._jit("yes")
 
 
 def test_csl_options_are_the_recipes():
@@ -188,6 +247,19 @@ def test_torch_training_step_runs():
     assert images_per_s > 0 and ms > 0
 
 
+def test_gpu_check_report_problems_name_the_mismatch():
+    rows = [
+        dict(shape="64x80", ok=True, value_relative_error=1e-7,
+             grad_relative_error=1e-6),
+        dict(shape="64x9605", ok=False, value_relative_error=2e-3,
+             grad_relative_error=5e-4),
+    ]
+    assert gpu_check.report_problems(dict(loss=rows[:1])) == []
+    assert gpu_check.report_problems(dict(training=[])) == []
+    (problem,) = gpu_check.report_problems(dict(loss=rows))
+    assert "64x9605" in problem and "2.0e-03 (limit 1e-04)" in problem
+
+
 @pytest.mark.slow
 def test_gpu_check_runs_on_jax_without_tensorflow(tmp_path):
     """The whole script, tiny, on the CPU, with TensorFlow unimportable."""
@@ -220,3 +292,100 @@ def test_gpu_check_runs_on_jax_without_tensorflow(tmp_path):
     assert report["training"][0]["images_per_s"] > 0
     # The table comes last, with the device.
     assert "device: JAX cpu" in result.stdout
+
+
+# ---------------------------------------------------------- pipeline_speed
+
+
+def _coco_like_sample(folder, count=6):
+    """The layout of ../shared/data/coco-sample, with generated JPEGs."""
+    import tensorflow as tf
+
+    (folder / "images").mkdir(parents=True)
+    (folder / "class-descriptions.csv").write_text("/m/a,Apple\n/m/b,Banana\n")
+    rng = np.random.default_rng(0)
+    lines = ["ImageID,Source,LabelName,Confidence"]
+    for i in range(count):
+        pixels = rng.integers(0, 256, (60 + 10 * i, 300, 3), np.uint8)
+        (folder / "images" / f"im{i}.jpg").write_bytes(
+            tf.io.encode_jpeg(pixels).numpy()
+        )
+        lines += [f"im{i},verification,/m/a,{i % 2}", f"im{i},verification,/m/b,1"]
+    (folder / "image-labels.csv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_pipeline_speed_flags():
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "pipeline_speed.py"), "--help"],
+        env=_env(), capture_output=True, text=True, timeout=60,
+    )
+    for flag in ("--data", "--image_size", "--batch_size", "--images",
+                 "--rounds", "--threads", "--pipelines"):
+        assert flag in result.stdout + result.stderr, flag
+
+
+def test_pipeline_speed_runs_on_a_few_jpegs(tmp_path):
+    data = _coco_like_sample(tmp_path / "sample")
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "pipeline_speed.py"), f"--data={data}",
+         "--images=4", "--rounds=1", "--batch_size=4", "--image_size=32",
+         "--threads=1"],
+        env=_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "6 JPEGs from" in result.stdout and "1 thread(s)" in result.stdout
+    rows = [line.split("|")[1:-1] for line in result.stdout.splitlines()
+            if line.startswith("| ") and "---" not in line]
+    assert rows[0][2].strip() == "median per-round ratio to bare"
+    assert [r[0].strip() for r in rows[1:]] == [
+        "bare", "decode+resize", "eval", "train", "train@256"
+    ]
+    for row in rows[1:]:
+        assert all(float(cell) > 0 for cell in row[1:]), row
+    assert rows[1][2].strip() == "1.00"
+
+
+def test_pipeline_speed_skips_without_data(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "pipeline_speed.py"),
+         f"--data={tmp_path / 'absent'}"],
+        env=_env(), capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0 and result.stdout.startswith("Skipped")
+
+
+# ------------------------------------------------------------ metric_error
+
+
+def test_metric_error_smoke_cases():
+    rows = metric_error.measure(
+        ["trained", "untrained", "rare_trained"], ["mix16+middle", "prob+tie"],
+        [100, 1000], smoke=True,
+    )
+    assert len(rows) == 3 * 2 * 2
+    cell = {(r["case"], r["variant"], r["bins"]): r for r in rows}
+    for row in rows:
+        assert 0 < row["exact"] <= 100 and row["worst"] >= abs(row["error"]) - 1e-9
+    # Spread-out scores: the default binning is close at 1,000 bins.
+    assert abs(cell[("trained", "mix16+middle", 1000)]["error"]) < 0.2
+    # Concentrated scores: the old probability bins merge them, the default not.
+    assert abs(cell[("untrained", "prob+tie", 100)]["error"]) > abs(
+        cell[("untrained", "mix16+middle", 100)]["error"]
+    )
+    table = metric_error.format_tables(rows, [100, 1000])
+    assert "| untrained |" in table and "All variants at B = 1,000:" in table
+
+
+def test_metric_error_command_line(tmp_path):
+    output = tmp_path / "rows.json"
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "metric_error.py"), "--smoke",
+         "--cases=zero_bias", "--bins=10", "--variants=mix16+middle",
+         f"--json={output}"],
+        env=_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| zero_bias |" in result.stdout
+    (row,) = json.loads(output.read_text())
+    assert row["case"] == "zero_bias" and row["bins"] == 10

@@ -21,6 +21,7 @@ from conftest import SHARED_DATA
 from keras_csl.data.preprocessing import preprocess_encoded
 from keras_csl.export import OUTPUT_KEYS
 from keras_csl.export import export_for_serving
+from keras_csl.export import latest_version_path
 from keras_csl.export import load_for_serving
 from keras_csl.export import next_version
 
@@ -188,6 +189,25 @@ def test_top_k_clamped_and_other_resize_mode(tmp_path):
     np.testing.assert_allclose(out["probabilities"].numpy(), expected, atol=1e-5)
 
 
+def test_latest_version_skips_incomplete_folders(tmp_path, caplog):
+    # Only the files that latest_version_path looks at.
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "saved_model.pb").write_bytes(b"")
+    (tmp_path / "3" / "variables").mkdir(parents=True)  # a copy in progress
+    (tmp_path / "10").mkdir()
+    (tmp_path / "tmp-11-abc").mkdir()
+    with caplog.at_level("WARNING", logger="keras_csl.export.serving"):
+        assert latest_version_path(tmp_path) == str(tmp_path / "1")
+    assert "without saved_model.pb: [10, 3]" in caplog.text
+    assert next_version(tmp_path) == 11  # never reuses an incomplete number
+
+    (tmp_path / "1" / "saved_model.pb").unlink()
+    with pytest.raises(ValueError, match=r"No complete SavedModel .*\[1, 3, 10\]"):
+        latest_version_path(tmp_path)
+    with pytest.raises(ValueError, match="No SavedModel found"):
+        latest_version_path(tmp_path / "tmp-11-abc")
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -197,6 +217,8 @@ def test_top_k_clamped_and_other_resize_mode(tmp_path):
         (dict(resize_mode="stretch"), "resize_mode"),
         (dict(image_size=64), "image_size"),
         (dict(version=0), "version"),
+        (dict(jpeg_downscale="no"), "jpeg_downscale"),
+        (dict(from_logits=None), "from_logits"),
     ],
 )
 def test_invalid_arguments(tmp_path, kwargs, message):

@@ -410,3 +410,59 @@ def test_evaluate_bounded_with_overlay_writes_files(predictor, tmp_path):
             assert image.format == "PNG" and image.size[0] >= 600
     with pytest.raises(ValueError, match="num_thresholds=1"):
         evaluate_recipe.evaluate(predictor, pattern, num_thresholds=1)
+
+
+def _complete_dataset(count=12, with_ids=True):
+    """Random images with complete labels, as `(images, targets[, ids])`."""
+    rng = np.random.default_rng(5)
+    images = rng.uniform(0, 255, (count, IMAGE_SIZE, IMAGE_SIZE, 3)).astype("float32")
+    targets = (rng.random((count, len(IDS))) < 0.5).astype("float32")
+    targets[0], targets[1] = 1, 0  # every class has a positive and a negative
+    parts = (images, targets) + ((np.array([f"img{i}" for i in range(count)]),)
+                                 if with_ids else ())
+    return tf.data.Dataset.from_tensor_slices(parts).batch(5), images, targets
+
+
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        # -1 would silently label the last class by NumPy indexing.
+        ([("img0", [0], [-1])], r"'img0'.*\[-1\]"),
+        ([("img0", [1], [0]), ("img3", [5], [])], r"'img3'.*\[5\]"),
+        ([], "no image"),
+    ],
+)
+def test_evaluate_rejects_invalid_overlays(predictor, tmp_path, rows, message):
+    dataset, _, _ = _complete_dataset()
+    overlay = str(tmp_path / "overlay.csv")
+    write_label_overlay(overlay, rows)
+    with pytest.raises(ValueError, match=message) as error:
+        evaluate_recipe.evaluate(predictor, dataset, label_overlay=overlay)
+    assert overlay in str(error.value)
+
+
+def test_evaluate_scores_complete_labels_once(predictor, monkeypatch):
+    import keras_csl.metrics
+
+    calls = []
+    original = keras_csl.metrics.partial_mean_average_precision
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(keras_csl.metrics, "partial_mean_average_precision", counted)
+    dataset, images, targets = _complete_dataset(with_ids=False)
+    result = evaluate_recipe.evaluate(predictor, dataset)
+    assert len(calls) == 1
+    expected, _ = original(targets, predictor.predict_images(images))
+    assert result["labels_complete"]
+    assert result["full_map"] == result["partial_map"] == pytest.approx(expected)
+
+
+def test_batch_size_checked_before_any_work(predictor, tmp_path):
+    message = "Invalid value for argument `batch_size`. Expected a positive int"
+    with pytest.raises(ValueError, match=message):
+        infer.tag_images(predictor, tmp_path, batch_size=0)
+    with pytest.raises(ValueError, match=message):
+        evaluate_recipe.evaluate(predictor, str(tmp_path / "*.tfrecord"), batch_size=0)

@@ -87,14 +87,19 @@ def test_export_infer_evaluate_command_lines(tmp_path):
         assert (tmp_path / "eval" / name).exists(), name
 
 
-def test_resolve_run_dir(tmp_path):
+def load_recipe(name):
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
-        "recipes_export", REPO / "recipes" / "export.py"
+        f"recipes_{name}", REPO / "recipes" / f"{name}.py"
     )
-    export = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(export)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_resolve_run_dir(tmp_path):
+    export = load_recipe("export")
     run_dir, data = tmp_path / "run", tmp_path / "data"
     run_dir.mkdir()
     data.mkdir()
@@ -104,8 +109,71 @@ def test_resolve_run_dir(tmp_path):
     write_classes_csv(str(data / "classes.csv"), IDS, NAMES)
     (run_dir / "config.json").write_text(json.dumps(dict(
         train_files=str(data / "train-*.tfrecord"),
-        dataset_options=dict(resize_mode="pad"),
+        dataset_options=dict(resize_mode="pad", jpeg_downscale=False),
     )))
     assert export.resolve_run_dir(str(run_dir)) == (
-        str(run_dir / "best.keras"), str(data / "classes.csv"), "pad"
+        str(run_dir / "best.keras"), str(data / "classes.csv"), "pad", False
     )
+    (run_dir / "config.json").write_text(json.dumps(dict(
+        train_files="", dataset_options={}
+    )))
+    assert export.resolve_run_dir(str(run_dir)) == (
+        str(run_dir / "best.keras"), None, None, None
+    )
+
+
+def _tiny_run(tmp_path, dataset_options):
+    """A run folder (best.keras, config.json) over a 4-image TFRecord."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((24, 24, 3), name="images")
+    x = keras.layers.Conv2D(4, 3, strides=2)(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, dtype="float32")(x))
+    run, data = tmp_path / "run", tmp_path / "data"
+    run.mkdir()
+    data.mkdir()
+    model.save(run / "best.keras")
+    write_classes_csv(str(data / "classes.csv"), IDS, NAMES)
+    rng = np.random.default_rng(0)
+    with tf.io.TFRecordWriter(str(data / "train-00000-of-00001.tfrecord")) as writer:
+        for i in range(4):
+            jpeg = tf.io.encode_jpeg(rng.integers(0, 256, (200, 160, 3), np.uint8))
+            writer.write(encode_example(jpeg.numpy(), f"p{i}", [i % 3], [(i + 1) % 3]))
+    (run / "config.json").write_text(json.dumps(dict(
+        train_files=str(data / "train-*.tfrecord"), dataset_options=dataset_options,
+    )))
+    return run, str(data / "train-*.tfrecord")
+
+
+def test_run_settings_reach_export_and_evaluate(tmp_path):
+    export, evaluate = load_recipe("export"), load_recipe("evaluate")
+    run, data = _tiny_run(tmp_path, dict(resize_mode="pad", jpeg_downscale=False))
+    model_path = export.resolve_run_dir(str(run))[0]
+    path = export.export(model_path, tmp_path / "export")
+    with open(os.path.join(path, "assets.extra", "export_metadata.json")) as f:
+        metadata = json.load(f)
+    assert metadata["jpeg_downscale"] is False and metadata["resize_mode"] == "pad"
+    assert metadata["class_ids"] == IDS  # the run's classes.csv
+
+    for model in (run, model_path, tmp_path / "export"):
+        result = evaluate.evaluate(model, data, batch_size=2)
+        assert result["jpeg_downscale"] is False, model
+        assert result["resize_mode"] == "pad", model
+        assert result["num_images"] == 4
+    # A flag given explicitly wins over the run's setting.
+    result = evaluate.evaluate(run, data, jpeg_downscale=True)
+    assert result["jpeg_downscale"] is True
+    with pytest.raises(ValueError, match="made with jpeg_downscale=False"):
+        evaluate.evaluate(tmp_path / "export", data, jpeg_downscale=True)
+
+
+def test_export_names_a_classes_csv_of_the_wrong_length(tmp_path):
+    export = load_recipe("export")
+    run, _ = _tiny_run(tmp_path, {})
+    classes_csv = str(tmp_path / "two.csv")
+    write_classes_csv(classes_csv, IDS[:2], NAMES[:2])
+    with pytest.raises(
+        ValueError, match=f"classes_csv='{classes_csv}', which lists 2 classes"
+    ):
+        export.export(str(run / "best.keras"), tmp_path / "export", classes_csv)
+    assert not (tmp_path / "export").exists()
