@@ -35,7 +35,11 @@ setup(
             "scikit-learn>=1.2",
             "matplotlib>=3.6",
             "pillow>=9",
+            # keras_csl.models.hub; its tests build tiny presets locally.
+            "keras-hub>=0.21",
         ],
+        # keras-hub backbones: build_model("hub:<preset>").
+        "hub": ["keras-hub>=0.21"],
         "demo": ["scikit-learn>=1.2", "matplotlib>=3.6", "pillow>=9"],
     },
     include_package_data=True,

@@ -95,10 +95,8 @@ def export(
     the training run when `model_path` is in a run folder, else to index
     names, `"squash"` and True (`keras_csl.export.resolve_training_settings`).
     """
-    import keras
-
     import keras_csl.losses  # noqa: F401  (registers the package's objects)
-    import keras_csl.models  # noqa: F401
+    import keras_csl.models
     from keras_csl.data import read_classes_csv
     from keras_csl.export import export_for_serving
     from keras_csl.export import resolve_training_settings
@@ -106,7 +104,7 @@ def export(
     classes_csv, resize_mode, jpeg_downscale = resolve_training_settings(
         model_path, classes_csv, resize_mode, jpeg_downscale
     )
-    model = keras.saving.load_model(model_path, compile=False)
+    model = keras_csl.models.load_model(model_path, compile=False)
     num_classes = int(model.outputs[0].shape[-1])
     if classes_csv:
         class_ids, names = read_classes_csv(classes_csv)

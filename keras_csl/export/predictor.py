@@ -364,12 +364,12 @@ def _load_keras_file(path, classes_csv, resize_mode, jpeg_downscale, from_logits
     """`load_predictor` for a `.keras` file; unset settings from its run."""
     # Registers the package's layers (e.g. CaffePreprocessing) and loss.
     import keras_csl.losses  # noqa: F401
-    import keras_csl.models  # noqa: F401
+    from keras_csl.models import load_model
 
     classes_csv, resize_mode, jpeg_downscale = resolve_training_settings(
         path, classes_csv, resize_mode, jpeg_downscale
     )
-    model = keras.saving.load_model(path, compile=False)
+    model = load_model(path, compile=False)  # imports keras-hub if needed
     num_classes, _ = serving._check_model(model, None)
     class_ids = display_names = None
     if classes_csv:

@@ -3,4 +3,5 @@
 from keras_csl.models.backbones import BACKBONES
 from keras_csl.models.backbones import build_model
 from keras_csl.models.backbones import set_sync_batchnorm
+from keras_csl.models.hub import load_model
 from keras_csl.models.layers import CaffePreprocessing

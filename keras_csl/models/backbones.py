@@ -14,19 +14,22 @@ Backbones (`BACKBONES`):
 | `efficientnetv2_s`, `efficientnetv2_m` | `keras.applications.EfficientNetV2S/M` | the network's `include_preprocessing` |
 | `convnext_tiny`, `convnext_small` | `keras.applications.ConvNeXtTiny/Small` | the network's `include_preprocessing` |
 | `tiny` | three conv-BN-ReLU blocks (tests, CPU demo) | scale to [-1, 1] |
+| `hub:<preset>` | a keras-hub backbone (optional extra, `keras_csl.models.hub`) | the preset's pixel scaling |
 
 Weights: `None` (random), `"imagenet"` (downloaded by Keras on first use,
 where the network allows; not for `tiny`), or the path of a local weights
 file of the backbone alone: for the `keras.applications` networks the
 "notop" `.h5` file Keras would download (copy it by hand to machines
 without internet), for `tiny` a `.weights.h5` file saved from
-`model.get_layer("tiny")`.
+`model.get_layer("tiny")`. For `hub:` backbones, `"imagenet"` loads the
+preset's own pretrained weights, whatever data they were trained on.
 """
 
 import os
 
 import keras
 
+from keras_csl.models import hub
 from keras_csl.models.layers import CaffePreprocessing
 
 INPUT_NAME = "images"
@@ -110,7 +113,8 @@ def build_model(
     ('images', (None, 5), 'float32')
 
     Args:
-        backbone: one of `BACKBONES`.
+        backbone: one of `BACKBONES`, or `"hub:<preset>"` for a keras-hub
+            preset name or local preset folder (`keras_csl.models.hub`).
         num_classes: number of output logits.
         image_size: side `S` of the square `[S, S, 3]` input.
         weights: `None`, `"imagenet"` or the path of a local weights file of
@@ -130,10 +134,11 @@ def build_model(
         ValueError: for an unknown backbone, a missing weights file or an
             out-of-range argument.
     """
-    if backbone not in BACKBONES:
+    if backbone not in BACKBONES and not hub.is_hub_backbone(backbone):
         raise ValueError(
             f"Invalid value for argument `backbone`. Expected one of "
-            f"{sorted(BACKBONES)}. Received: backbone={backbone!r}"
+            f"{sorted(BACKBONES)} or 'hub:<keras-hub preset>'. "
+            f"Received: backbone={backbone!r}"
         )
     for argument, value, minimum in (
         ("num_classes", num_classes, 1),
@@ -149,14 +154,21 @@ def build_model(
             "Invalid value for argument `dropout`. Expected a number in "
             f"[0, 1). Received: dropout={dropout!r}"
         )
-    if weights not in (None, "imagenet") and not os.path.exists(str(weights)):
+    named = (None, "imagenet", "preset") if hub.is_hub_backbone(backbone) else (
+        None, "imagenet")
+    if weights not in named and not os.path.exists(str(weights)):
         raise ValueError(
             "Invalid value for argument `weights`. Expected None, 'imagenet' "
             f"or the path of an existing weights file. Received: "
             f"weights={weights!r} (no such file)"
         )
 
-    preprocessing, network = BACKBONES[backbone](image_size, weights)
+    if hub.is_hub_backbone(backbone):
+        preprocessing, network = hub.build_hub_backbone(backbone, image_size, weights)
+        default_name = f"csl_{network.name}"
+    else:
+        preprocessing, network = BACKBONES[backbone](image_size, weights)
+        default_name = f"csl_{backbone}"
     inputs = keras.Input((image_size, image_size, 3), name=INPUT_NAME)
     x = inputs
     for layer in preprocessing:
@@ -165,7 +177,7 @@ def build_model(
     if dropout > 0:
         x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     outputs = keras.layers.Dense(num_classes, dtype="float32", name=OUTPUT_NAME)(x)
-    model = keras.Model(inputs, outputs, name=name or f"csl_{backbone}")
+    model = keras.Model(inputs, outputs, name=name or default_name)
     if sync_batchnorm:
         set_sync_batchnorm(model, True)
     return model
