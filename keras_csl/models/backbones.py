@@ -117,7 +117,8 @@ def build_model(
             preset name or local preset folder (`keras_csl.models.hub`).
         num_classes: number of output logits.
         image_size: side `S` of the square `[S, S, 3]` input.
-        weights: `None`, `"imagenet"` or the path of a local weights file of
+        weights: `None`, `"imagenet"` (for `hub:` backbones also
+            `"preset"`: the same) or the path of a local weights file of
             the backbone (see the module docstring).
         dropout: dropout rate before the head (0 disables it).
         sync_batchnorm: make every `BatchNormalization` layer use the
@@ -134,7 +135,8 @@ def build_model(
         ValueError: for an unknown backbone, a missing weights file or an
             out-of-range argument.
     """
-    if backbone not in BACKBONES and not hub.is_hub_backbone(backbone):
+    from_hub = hub.is_hub_backbone(backbone)
+    if backbone not in BACKBONES and not from_hub:
         raise ValueError(
             f"Invalid value for argument `backbone`. Expected one of "
             f"{sorted(BACKBONES)} or 'hub:<keras-hub preset>'. "
@@ -154,16 +156,15 @@ def build_model(
             "Invalid value for argument `dropout`. Expected a number in "
             f"[0, 1). Received: dropout={dropout!r}"
         )
-    named = (None, "imagenet", "preset") if hub.is_hub_backbone(backbone) else (
-        None, "imagenet")
-    if weights not in named and not os.path.exists(str(weights)):
+    weight_names = (None, "imagenet", "preset") if from_hub else (None, "imagenet")
+    if weights not in weight_names and not os.path.exists(str(weights)):
         raise ValueError(
-            "Invalid value for argument `weights`. Expected None, 'imagenet' "
-            f"or the path of an existing weights file. Received: "
-            f"weights={weights!r} (no such file)"
+            f"Invalid value for argument `weights`. Expected one of "
+            f"{weight_names} or the path of an existing weights file. "
+            f"Received: weights={weights!r} (no such file)"
         )
 
-    if hub.is_hub_backbone(backbone):
+    if from_hub:
         preprocessing, network = hub.build_hub_backbone(backbone, image_size, weights)
         default_name = f"csl_{network.name}"
     else:
