@@ -34,7 +34,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
-RESIZE_MODES = ("squash", "pad", "crop")
+from keras_csl.models.card import RESIZE_MODES
+
 _JPEG_RATIOS = (1, 2, 4, 8)
 # A JPEG is decoded at 1/r scale while its shorter side stays >= 3/4 S.
 _JPEG_MIN_SCALED_SIDE = 0.75

@@ -30,6 +30,8 @@ import os
 import keras
 
 from keras_csl.models import hub
+from keras_csl.models.card import ModelCard
+from keras_csl.models.card import ModelCardLayer
 from keras_csl.models.layers import CaffePreprocessing
 
 INPUT_NAME = "images"
@@ -129,7 +131,9 @@ def build_model(
 
     Returns:
         A `keras.Model` from `"images"` (float32 RGB in [0, 255]) to
-        `"logits"`.
+        `"logits"`, holding a default `ModelCard` (classes named by index,
+        `"squash"` resizing): give it the real classes and preprocessing
+        with `keras_csl.models.set_model_card`.
 
     Raises:
         ValueError: for an unknown backbone, a missing weights file or an
@@ -171,7 +175,14 @@ def build_model(
         preprocessing, network = BACKBONES[backbone](image_size, weights)
         default_name = f"csl_{backbone}"
     inputs = keras.Input((image_size, image_size, 3), name=INPUT_NAME)
-    x = inputs
+    # A default card (classes named by index, "squash" resizing); training
+    # or `set_model_card` replaces it with the real classes and settings.
+    card = ModelCard(
+        image_size=image_size,
+        class_ids=tuple(str(i) for i in range(num_classes)),
+        architecture=str(backbone),
+    )
+    x = ModelCardLayer(card)(inputs)
     for layer in preprocessing:
         x = layer(x)
     x = network(x)
