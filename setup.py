@@ -37,6 +37,13 @@ setup(
             "pillow>=9",
             # keras_csl.models.hub; its tests build tiny presets locally.
             "keras-hub>=0.21",
+            # The PyTorch checks (the loss on Keras's torch backend, the
+            # authors' loss as a reference). This exact release is the
+            # registry's small CPU build here; a newer or unpinned torch
+            # would pull several GB of CUDA libraries. timm is not in the
+            # extra: its torchvision needs a CUDA torch, so the TResNet
+            # parity tests use committed golden fixtures when it is absent.
+            "torch==2.13.0",
         ],
         # keras-hub backbones: build_model("hub:<preset>").
         "hub": ["keras-hub>=0.21"],
