@@ -20,9 +20,9 @@ Example (the 53-image sample: about 7 s, mostly importing TensorFlow):
         --scheme=fpc --param=5 --seed=0 --overlay_path=/tmp/fpc5.csv
 
 It logs one WARNING line per kind of skipped input (with its count and
-first example), prints the summary as JSON (without the per-class counts,
-which are in `<output_dir>/<split>-summary.json`), and exits with status 1
-and an error message when the conversion is refused (no usable label row,
+first example) to stderr, prints the summary as JSON to stdout (without the
+per-class counts, which are in `<output_dir>/<split>-summary.json`), and
+exits with status 1 and the error on stderr when the conversion is refused (no usable label row,
 more rejected label rows than `--max_rejected_fraction`, no image stored,
 any bad input under `--strict`), 2 for invalid flags. The Python functions
 are `keras_csl.data.convert_openimages`, `convert_coco`, `convert_lvis`,
@@ -215,15 +215,16 @@ def run_from_args(args):
 
 
 def main(argv=None):
-    """Parses `argv` (default `sys.argv[1:]`), runs; returns the exit status."""
+    """Parses `argv` (default `sys.argv[1:]`), runs; returns the exit status.
+
+    Prints the summary JSON to stdout, or the error to stderr (status 1);
+    invalid flags exit with status 2 (argparse), `--help` with 0.
+    """
     args = make_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True
-    )
     try:
         summary = run_from_args(args)
     except (ValueError, OSError) as error:
-        logging.getLogger(__name__).error("%s", error)
+        print(f"Error: {error}", file=sys.stderr)
         return 1
     summary = {k: v for k, v in summary.items() if k != "per_class"}
     print(json.dumps(summary, indent=1))
@@ -231,6 +232,10 @@ def main(argv=None):
 
 
 def run():
+    """The program: logs to stderr (INFO and up), exits with `main`'s status."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True
+    )
     sys.exit(main())
 
 
