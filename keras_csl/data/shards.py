@@ -210,9 +210,9 @@ def check_shard_set(files, num_classes=None):
                 f"{folder or '.'}. Expected the whole set (e.g. {where}). To "
                 "read a part on purpose, pass check_shards=False."
             )
-        _check_summary(folder, split, count, num_classes)
         if num_classes is not None:
             _check_classes(folder, num_classes, features)
+        _check_summary(folder, split, count, num_classes)
 
 
 def _check_summary(folder, split, count, num_classes):

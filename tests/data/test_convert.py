@@ -244,7 +244,13 @@ def test_strict_makes_bad_input_fatal(tmp_path):
         ValueError, match=r"bad\.csv, line 3: unknown class id\. Received: '/m/zebra'"
     ):
         convert_openimages(
-            bad, classes, images, str(tmp_path / "a"), num_shards=1, strict=True, verbose=0
+            bad,
+            classes,
+            images,
+            str(tmp_path / "a"),
+            num_shards=1,
+            strict=True,
+            verbose=0,
         )
     _write(os.path.join(images, "img1.jpg"), b"\xff\xd8\xffnot a jpeg")
     with pytest.raises(
@@ -268,7 +274,13 @@ def test_trainable_classes_and_class_file_header(tmp_path):
     trainable = _write(tmp_path / "trainable.txt", "/m/car\n/m/nope\n\n/m/cat\n")
     out = str(tmp_path / "out")
     summary = convert_openimages(
-        labels, classes, images, out, num_shards=1, trainable_classes_csv=trainable, verbose=0
+        labels,
+        classes,
+        images,
+        out,
+        num_shards=1,
+        trainable_classes_csv=trainable,
+        verbose=0,
     )
     assert features.read_classes_csv(os.path.join(out, "classes.csv")) == (
         ["/m/car", "/m/cat"],
@@ -451,7 +463,12 @@ def test_resize_short_side(tmp_path):
     outs = [str(tmp_path / f"out{i}") for i in range(2)]
     for out in outs:
         summary = convert_csv(
-            labels, str(tmp_path / "img"), out, num_shards=1, resize_short_side=8, verbose=0
+            labels,
+            str(tmp_path / "img"),
+            out,
+            num_shards=1,
+            resize_short_side=8,
+            verbose=0,
         )
     assert _shard_bytes(outs[0]) == _shard_bytes(outs[1])
     records = _read_dataset(outs[0])
@@ -478,7 +495,15 @@ def test_deterministic_across_runs_and_worker_counts(tmp_path):
 def test_resume_skips_complete_shards(tmp_path):
     labels, classes, images, _ = _openimages_inputs(tmp_path)
     out = str(tmp_path / "out")
-    convert_openimages(labels, classes, images, out, num_shards=3, num_workers=1, verbose=0)
+    convert_openimages(
+        labels,
+        classes,
+        images,
+        out,
+        num_shards=3,
+        num_workers=1,
+        verbose=0,
+    )
     original = _shard_bytes(out)
     names = sorted(original)
     paths = [os.path.join(out, name) for name in names]
@@ -515,7 +540,15 @@ def test_resume_skips_complete_shards(tmp_path):
     assert _shard_bytes(out)[names[0]] != original[names[0]]
 
     with pytest.raises(ValueError, match="shards of another conversion"):
-        convert_openimages(labels, classes, images, out, num_shards=2, num_workers=1, verbose=0)
+        convert_openimages(
+            labels,
+            classes,
+            images,
+            out,
+            num_shards=2,
+            num_workers=1,
+            verbose=0,
+        )
 
 
 def test_resume_after_killed_conversion(tmp_path):
@@ -563,7 +596,15 @@ def test_resume_after_killed_conversion(tmp_path):
         labels, classes, images, out, num_shards=3, num_workers=1, verbose=0
     )
     assert summary["this_run"]["shards_resumed"] == 1
-    convert_openimages(labels, classes, images, clean, num_shards=3, num_workers=1, verbose=0)
+    convert_openimages(
+        labels,
+        classes,
+        images,
+        clean,
+        num_shards=3,
+        num_workers=1,
+        verbose=0,
+    )
     assert _shard_bytes(out) == _shard_bytes(clean)
 
 
@@ -615,7 +656,15 @@ def test_a_strict_rerun_raises_on_an_image_an_earlier_run_skipped(tmp_path):
     with pytest.raises(
         ValueError, match=r"train\.csv, line 5: undecodable image .*img1\.jpg"
     ):
-        convert_openimages(labels, classes, images, out, num_shards=3, strict=True, verbose=0)
+        convert_openimages(
+            labels,
+            classes,
+            images,
+            out,
+            num_shards=3,
+            strict=True,
+            verbose=0,
+        )
     # Without `strict`, the rerun resumes every shard and reports it again.
     summary = convert_openimages(labels, classes, images, out, num_shards=3, verbose=0)
     assert summary["this_run"]["shards_resumed"] == 3
@@ -640,16 +689,33 @@ def test_duplicate_image_ids_name_both_sources(tmp_path):
         r"line 7\.",
     ):
         writer.write_dataset(
-            [item("a.csv", 2), item("b.csv", 7)], ["cat"], ["Cat"], str(tmp_path), num_shards=1
+            [item("a.csv", 2), item("b.csv", 7)],
+            ["cat"],
+            ["Cat"],
+            str(tmp_path),
+            num_shards=1,
         )
 
 
 def test_invalid_arguments_and_empty_files(tmp_path):
     labels, classes, images, _ = _openimages_inputs(tmp_path)
     with pytest.raises(ValueError, match=r"`num_shards`.*Received: num_shards=0"):
-        convert_openimages(labels, classes, images, str(tmp_path / "o"), num_shards=0, verbose=0)
+        convert_openimages(
+            labels,
+            classes,
+            images,
+            str(tmp_path / "o"),
+            num_shards=0,
+            verbose=0,
+        )
     with pytest.raises(ValueError, match=r"Received: num_shards=True"):
-        convert_openimages(labels, classes, images, str(tmp_path / "o"), num_shards=True)
+        convert_openimages(
+            labels,
+            classes,
+            images,
+            str(tmp_path / "o"),
+            num_shards=True,
+        )
     # NumPy integers pass, and the summary stays JSON.
     summary = convert_openimages(
         labels, classes, images, str(tmp_path / "np"), num_shards=np.int64(2), verbose=0
@@ -657,7 +723,14 @@ def test_invalid_arguments_and_empty_files(tmp_path):
     assert summary["num_shards"] == 2 and type(summary["num_shards"]) is int
     empty = _write(tmp_path / "empty.csv", "")
     with pytest.raises(ValueError, match="no class found"):
-        convert_openimages(labels, empty, images, str(tmp_path / "o"), num_shards=1, verbose=0)
+        convert_openimages(
+            labels,
+            empty,
+            images,
+            str(tmp_path / "o"),
+            num_shards=1,
+            verbose=0,
+        )
     with pytest.raises(ValueError, match="empty file"):
         convert_coco(empty, images, str(tmp_path / "o"), num_shards=1, verbose=0)
     with pytest.raises(ValueError, match="No usable label row: the input holds no"):

@@ -41,8 +41,11 @@ def _inputs(tmp_path, header=HEADER, rows=None):
 @pytest.mark.parametrize(
     "fmt, own, foreign",
     [
-        ("openimages", ["ImageID,Source,LabelName,Confidence", "--trainable_classes_csv",
-                        "--max_rejected_fraction"], ["--annotations_json", "--scheme"]),
+        (
+            "openimages",
+            [HEADER.strip(), "--trainable_classes_csv", "--max_rejected_fraction"],
+            ["--annotations_json", "--scheme"],
+        ),
         ("coco", ["--annotations_json", "category_id", "--num_shards"],
          ["--labels_csv", "--trainable_classes_csv", "--scheme"]),
         ("lvis", ["neg_category_ids", "--annotations_json"], ["--labels_csv"]),

@@ -36,7 +36,8 @@ def _dataset(folder, num_shards=3, split="train", classes=NUM_CLASSES, summary=T
         path = folder / shards.shard_name(split, index, num_shards)
         with tf.io.TFRecordWriter(str(path)) as writer:
             for image_id, positive, negative in RECORDS[index::num_shards]:
-                writer.write(features.encode_example(jpeg, image_id, positive, negative))
+                record = features.encode_example(jpeg, image_id, positive, negative)
+                writer.write(record)
     if summary:
         (folder / f"{split}-summary.json").write_text(
             json.dumps({"num_shards": num_shards, "num_classes": classes})
