@@ -107,3 +107,18 @@ def test_invalid_flags_exit_2(capsys):
 def test_an_invalid_option_value_exits_1_naming_it(tmp_path, capsys):
     assert convert.main(_inputs(tmp_path) + ["--jpeg_quality=0"]) == 1
     assert "Received: jpeg_quality=0" in capsys.readouterr().err
+
+
+def test_simulate_runs_on_a_conversion(tmp_path, capsys):
+    assert convert.main(_inputs(tmp_path)) == 0
+    capsys.readouterr()
+    overlay = tmp_path / "fpc.csv"
+    argv = ["simulate", f"--dataset_dir={tmp_path / 'out'}", "--scheme=fpc",
+            "--param=1", "--seed=0", f"--overlay_path={overlay}"]
+    assert convert.main(argv) == 0
+    stats = json.loads(capsys.readouterr().out)
+    # 1 positive and 1 negative kept per class (each class has both).
+    assert stats["labels_after"] == {"positive": 2, "negative": 2, "unannotated": 2}
+    assert stats["param"] == 1 and overlay.exists()
+    assert convert.main(argv[:-1]) == 1
+    assert "needs --output_dir, --overlay_path or both" in capsys.readouterr().err
