@@ -352,7 +352,7 @@ def test_make_targets_is_one_example_of_targets_from_lists():
         batched, [[1, -1, 1, 0], [-1, 0, 0, -1], [-1, 1, -1, -1]]
     )
     for row, pos, neg in zip(batched, positive, negative):
-        padded = tf.constant(pos + [-1, -1], tf.int64)  # parse_example pads with -1
+        padded = tf.constant(pos + [-1, -1], tf.int64)  # -1 entries are padding
         np.testing.assert_array_equal(features.make_targets(padded, neg, 4), row)
 
 
