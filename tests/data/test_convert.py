@@ -760,6 +760,14 @@ def test_shared_coco_sample(tmp_path, shared_data):
     records = _read_dataset(out)
     assert {k: v[0] for k, v in records.items()} == expected
     assert len(records) == 53 and summary["labels"]["unannotated"] == 0
+    # A consistent input rejects no label row (docs/OPENIMAGES.md's claim).
+    assert summary["inputs"]["label_rows"] == {
+        "read": 4240,
+        "rejected": 0,
+        "dropped": 0,
+        "usable": 4240,
+    }
+    assert summary["skipped"] == {}
     for image_id, (_, data, fmt, _) in records.items():
         original = open(sample / "images" / f"{image_id}.jpg", "rb").read()
         assert data == original and fmt == "jpeg"

@@ -10,11 +10,12 @@ import numpy as np
 from keras_csl.data import preprocessing
 
 # The largest fraction of label rows a conversion may reject by default.
-# The public datasets the converters read (COCO, LVIS, OpenImages human
-# labels) convert with no rejected row, and a systematic mistake (renamed
-# columns, another class file or dataset version) rejects far more than
-# 1%. 1% still lets a hand-made CSV with a few typos per thousand rows
-# through (each one reported); anything beyond is an opt-in.
+# A consistent input rejects no row (the COCO sample of ../shared/data
+# converts with none rejected), while a systematic mistake (renamed
+# columns, a class file of another dataset or version) rejects whole
+# classes or every row, far more than 1%. 1% still lets a hand-made CSV
+# with a few typos per thousand rows through (each one reported); anything
+# beyond is an opt-in.
 DEFAULT_MAX_REJECTED_FRACTION = 0.01
 
 
