@@ -1,21 +1,13 @@
 r"""Command line: annotations -> sharded TFRecords, and partial-label simulation.
 
     python -m keras_csl.data.convert <format> --flag=value ...
+    python -m keras_csl.data.convert <format> --help   # that format's input and flags
 
-Formats and their required flags (all also take `--split`,
-`--resize_short_side`, `--jpeg_quality`, `--strict`, `--num_workers`,
-`--novalidate_images`):
-
-- `openimages`: `--labels_csv` (repeatable), `--classes_csv`,
-  `--images_dir`, `--output_dir`, `--num_shards`; optional
-  `--trainable_classes_csv`.
-- `coco`, `lvis`: `--annotations_json`, `--images_dir`, `--output_dir`,
-  `--num_shards`.
-- `csv`: `--labels_csv` (repeatable), `--output_dir`, `--num_shards`;
-  optional `--images_dir` (default: each CSV's folder), `--classes_csv`.
-- `simulate`: `--dataset_dir`, `--scheme` (fpc or rps), `--param`,
-  `--seed`, and `--output_dir` and/or `--overlay_path`; optional
-  `--plot_path`, `--split`.
+Formats: `openimages`, `coco`, `lvis`, `csv` (converters: each also takes
+the writer flags `--num_shards` (required), `--split`,
+`--resize_short_side`, `--jpeg_quality`, `--[no]validate_images`,
+`--[no]strict`, `--max_rejected_fraction`, `--num_workers`: the fields of
+`keras_csl.data.WriterOptions`) and `simulate`.
 
 Example (the 53-image sample: about 7 s, mostly importing TensorFlow):
 
@@ -27,166 +19,224 @@ Example (the 53-image sample: about 7 s, mostly importing TensorFlow):
     python -m keras_csl.data.convert simulate --dataset_dir=/tmp/coco-sample-tfr \
         --scheme=fpc --param=5 --seed=0 --overlay_path=/tmp/fpc5.csv
 
-It prints the summary (without the per-class counts, which are in
-`<output_dir>/<split>-summary.json`) and exits with status 1 on a fatal
-error (any bad input under `--strict`). The Python functions are
-`keras_csl.data.convert_openimages`, `convert_coco`, `convert_lvis`,
+It logs one WARNING line per kind of skipped input (with its count and
+first example) to stderr, prints the summary as JSON to stdout (without the
+per-class counts, which are in `<output_dir>/<split>-summary.json`), and
+exits with status 1 and the error on stderr when the conversion is refused (no usable label row,
+more rejected label rows than `--max_rejected_fraction`, no image stored,
+any bad input under `--strict`), 2 for invalid flags. The Python functions
+are `keras_csl.data.convert_openimages`, `convert_coco`, `convert_lvis`,
 `convert_csv` and `simulate_partial_labels`; this module only parses flags.
 """
 
+import argparse
+import dataclasses
 import json
 import logging
 import sys
 
-from absl import app
-from absl import flags
-
-from keras_csl.data.converters import convert_coco
-from keras_csl.data.converters import convert_csv
-from keras_csl.data.converters import convert_lvis
-from keras_csl.data.converters import convert_openimages
-from keras_csl.data.simulate import simulate_partial_labels
+from keras_csl.data.converters import coco
+from keras_csl.data.converters import generic
+from keras_csl.data.converters import openimages
+from keras_csl.data.writer.options import WriterOptions
 
 FORMATS = ("openimages", "coco", "lvis", "csv", "simulate")
-REQUIRED = {
-    "openimages": (
-        "labels_csv",
-        "classes_csv",
-        "images_dir",
-        "output_dir",
-        "num_shards",
-    ),
-    "coco": ("annotations_json", "images_dir", "output_dir", "num_shards"),
-    "lvis": ("annotations_json", "images_dir", "output_dir", "num_shards"),
-    "csv": ("labels_csv", "output_dir", "num_shards"),
-    "simulate": ("dataset_dir", "scheme", "param", "seed"),
+SUMMARY_LINES = {
+    "openimages": "OpenImages image-level labels "
+    "(ImageID,Source,LabelName,Confidence).",
+    "coco": "COCO instances JSON (exhaustive labels).",
+    "lvis": "LVIS v1 JSON (federated labels).",
+    "csv": "A generic CSV: image,positive,negative.",
+    "simulate": "Partial annotation (FPC, RPS) of a converted dataset.",
 }
+SIMULATE_HELP = """\
+Input (--dataset_dir): a converted dataset (shards and classes.csv) whose
+  labels are made partial: fpc keeps --param positive and --param negative
+  annotations per class, rps drops each annotation with probability
+  --param. Output: a new dataset (--output_dir: same shards and images,
+  new labels) and/or a label overlay CSV (--overlay_path).
+"""
 
 
-def define_flags(flag_values=flags.FLAGS):
-    """Defines the command-line flags (only when run as a program)."""
-    fv = flag_values
-    flags.DEFINE_multi_string("labels_csv", None, "Label CSV file(s).", flag_values=fv)
-    flags.DEFINE_string("classes_csv", None, "Class descriptions CSV.", flag_values=fv)
-    flags.DEFINE_string(
-        "trainable_classes_csv",
-        None,
-        "OpenImages: MIDs to keep, one a line.",
-        flag_values=fv,
+def _add_writer_flags(parser):
+    """One flag per `WriterOptions` field but `verbose`."""
+    group = parser.add_argument_group(
+        "writing (keras_csl.data.WriterOptions; defaults in brackets)"
     )
-    flags.DEFINE_string("annotations_json", None, "COCO / LVIS JSON.", flag_values=fv)
-    flags.DEFINE_string("images_dir", None, "Folder of the images.", flag_values=fv)
-    flags.DEFINE_string("output_dir", None, "Output folder.", flag_values=fv)
-    flags.DEFINE_integer(
-        "num_shards", None, "Number of TFRecord shards.", flag_values=fv
-    )
-    flags.DEFINE_string("split", "train", "Output file prefix.", flag_values=fv)
-    flags.DEFINE_integer(
-        "resize_short_side",
-        None,
-        "Re-encode images with a larger short side to this size (JPEG).",
-        flag_values=fv,
-    )
-    flags.DEFINE_integer(
-        "jpeg_quality", 90, "Quality of re-encoded JPEGs.", flag_values=fv
-    )
-    flags.DEFINE_boolean("strict", False, "Make any bad input fatal.", flag_values=fv)
-    flags.DEFINE_integer(
-        "num_workers",
-        None,
-        "Worker processes, each writing whole shards (default: min(CPUs, "
-        "images to write / 1000, shards to write), at least 1; a rerun leaves "
-        "out the shards it resumes).",
-        flag_values=fv,
-    )
-    flags.DEFINE_boolean(
-        "validate_images", True, "Decode every image to check it.", flag_values=fv
-    )
-    flags.DEFINE_string(
-        "dataset_dir", None, "simulate: converted dataset.", flag_values=fv
-    )
-    flags.DEFINE_enum(
-        "scheme", None, ["fpc", "rps"], "simulate: scheme.", flag_values=fv
-    )
-    flags.DEFINE_float(
-        "param",
-        None,
-        "simulate: k per class (fpc) or drop probability (rps).",
-        flag_values=fv,
-    )
-    flags.DEFINE_integer("seed", None, "simulate: random seed.", flag_values=fv)
-    flags.DEFINE_string(
-        "overlay_path", None, "simulate: label overlay CSV.", flag_values=fv
-    )
-    flags.DEFINE_string(
-        "plot_path", None, "simulate: class-frequency plot.", flag_values=fv
-    )
-
-
-def run_from_flags(fmt, fv=flags.FLAGS):
-    """Runs one format with the parsed flags; returns the summary dict."""
-    missing = [name for name in REQUIRED[fmt] if fv[name].value is None]
-    if fmt == "simulate" and fv.output_dir is None and fv.overlay_path is None:
-        missing.append("output_dir or overlay_path")
-    if missing:
-        raise app.UsageError(f"`{fmt}` needs --{', --'.join(missing)}.", exitcode=2)
-    if fmt == "simulate":
-        return simulate_partial_labels(
-            fv.dataset_dir,
-            fv.scheme,
-            int(fv.param) if fv.scheme == "fpc" and fv.param.is_integer() else fv.param,
-            fv.seed,
-            output_dir=fv.output_dir,
-            overlay_path=fv.overlay_path,
-            plot_path=fv.plot_path,
-            split=fv.split,
+    group.add_argument("--output_dir", required=True, help="Output folder.")
+    for field in dataclasses.fields(WriterOptions):
+        if field.name == "verbose":
+            continue
+        help_text = field.metadata["help"]
+        if field.metadata["parse"] is None:  # A boolean: --name / --noname.
+            group.add_argument(
+                f"--{field.name}",
+                dest=field.name,
+                action="store_true",
+                default=field.default,
+                help=f"{help_text} [{field.default}]",
+            )
+            group.add_argument(
+                f"--no{field.name}", dest=field.name, action="store_false"
+            )
+            continue
+        required = field.default is dataclasses.MISSING
+        group.add_argument(
+            f"--{field.name}",
+            type=field.metadata["parse"],
+            required=required,
+            default=None if required else field.default,
+            help=help_text if required else f"{help_text} [{field.default}]",
         )
-    common = dict(
-        output_dir=fv.output_dir,
-        num_shards=fv.num_shards,
-        split=fv.split,
-        resize_short_side=fv.resize_short_side,
-        strict=fv.strict,
-        num_workers=fv.num_workers,
-        verbose=1,
-        jpeg_quality=fv.jpeg_quality,
-        validate_images=fv.validate_images,
-    )
+
+
+def _add_format_flags(parser, fmt):
     if fmt == "openimages":
-        return convert_openimages(
-            fv.labels_csv,
-            fv.classes_csv,
-            fv.images_dir,
-            trainable_classes_csv=fv.trainable_classes_csv,
-            **common,
+        parser.add_argument(
+            "--labels_csv",
+            action="append",
+            required=True,
+            help="Label CSV (repeatable).",
         )
-    if fmt == "csv":
-        return convert_csv(
-            fv.labels_csv, fv.images_dir, classes_csv=fv.classes_csv, **common
+        parser.add_argument(
+            "--classes_csv", required=True, help="Class descriptions CSV."
         )
-    converter = convert_coco if fmt == "coco" else convert_lvis
-    return converter(fv.annotations_json, fv.images_dir, **common)
+        parser.add_argument("--images_dir", required=True, help="Folder of the images.")
+        parser.add_argument(
+            "--trainable_classes_csv", help="MIDs to keep, one a line (optional)."
+        )
+    elif fmt in ("coco", "lvis"):
+        parser.add_argument("--annotations_json", required=True, help="The JSON file.")
+        parser.add_argument("--images_dir", required=True, help="Folder of the images.")
+    elif fmt == "csv":
+        parser.add_argument(
+            "--labels_csv",
+            action="append",
+            required=True,
+            help="Label CSV (repeatable).",
+        )
+        parser.add_argument(
+            "--images_dir", help="Folder the image paths are relative to [the CSV's]."
+        )
+        parser.add_argument("--classes_csv", help="Classes file (optional).")
+    if fmt != "simulate":
+        _add_writer_flags(parser)
+        return
+    parser.add_argument("--dataset_dir", required=True, help="A converted dataset.")
+    parser.add_argument("--scheme", required=True, choices=("fpc", "rps"))
+    parser.add_argument(
+        "--param",
+        type=float,
+        required=True,
+        help="Annotations kept per class and kind (fpc) or drop probability (rps).",
+    )
+    parser.add_argument("--seed", type=int, required=True, help="Random seed.")
+    parser.add_argument("--output_dir", help="Folder of the new dataset.")
+    parser.add_argument("--overlay_path", help="Path of the label overlay CSV.")
+    parser.add_argument("--plot_path", help="Class-frequency plot (needs matplotlib).")
+    parser.add_argument("--split", default="train", help="The split to read [train].")
 
 
-def main(argv):
-    if len(argv) != 2 or argv[1] not in FORMATS:
-        raise app.UsageError(
-            f"Usage: python -m keras_csl.data.convert <{'|'.join(FORMATS)}> "
-            f"--flag=value ... Received: {' '.join(argv[1:]) or 'no format'}"
+def make_parser():
+    """The argument parser: one sub-command per format, each with its help."""
+    parser = argparse.ArgumentParser(
+        prog="python -m keras_csl.data.convert",
+        description="Annotations to sharded TFRecords, and partial-label "
+        "simulation. `<format> --help` shows a format's input and flags.",
+    )
+    commands = parser.add_subparsers(dest="format", metavar="<format>", required=True)
+    inputs = {
+        "openimages": openimages.INPUT_HELP,
+        "coco": coco.INPUT_HELP["coco"],
+        "lvis": coco.INPUT_HELP["lvis"],
+        "csv": generic.INPUT_HELP,
+        "simulate": SIMULATE_HELP,
+    }
+    for fmt in FORMATS:
+        command = commands.add_parser(
+            fmt,
+            help=SUMMARY_LINES[fmt],
+            description=f"{SUMMARY_LINES[fmt]}\n\n{inputs[fmt]}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-    logging.getLogger().setLevel(logging.INFO)
+        _add_format_flags(command, fmt)
+    return parser
+
+
+def run_from_args(args):
+    """Runs one format with parsed arguments; returns the summary dict."""
+    from keras_csl.data import converters
+    from keras_csl.data.simulate import simulate_partial_labels
+
+    if args.format == "simulate":
+        if args.output_dir is None and args.overlay_path is None:
+            raise ValueError("`simulate` needs --output_dir, --overlay_path or both.")
+        param = args.param
+        if args.scheme == "fpc" and param.is_integer():
+            param = int(param)
+        return simulate_partial_labels(
+            args.dataset_dir,
+            args.scheme,
+            param,
+            args.seed,
+            output_dir=args.output_dir,
+            overlay_path=args.overlay_path,
+            plot_path=args.plot_path,
+            split=args.split,
+        )
+    options = WriterOptions(
+        **{
+            field.name: getattr(args, field.name)
+            for field in dataclasses.fields(WriterOptions)
+            if field.name != "verbose"
+        }
+    )
+    if args.format == "openimages":
+        return converters.convert_openimages(
+            args.labels_csv,
+            args.classes_csv,
+            args.images_dir,
+            args.output_dir,
+            options,
+            trainable_classes_csv=args.trainable_classes_csv,
+        )
+    if args.format == "csv":
+        return converters.convert_csv(
+            args.labels_csv,
+            args.images_dir,
+            args.output_dir,
+            options,
+            classes_csv=args.classes_csv,
+        )
+    converter = {"coco": converters.convert_coco, "lvis": converters.convert_lvis}
+    return converter[args.format](
+        args.annotations_json, args.images_dir, args.output_dir, options
+    )
+
+
+def main(argv=None):
+    """Parses `argv` (default `sys.argv[1:]`), runs; returns the exit status.
+
+    Prints the summary JSON to stdout, or the error to stderr (status 1);
+    invalid flags exit with status 2 (argparse), `--help` with 0.
+    """
+    args = make_parser().parse_args(argv)
     try:
-        summary = run_from_flags(argv[1])
+        summary = run_from_args(args)
     except (ValueError, OSError) as error:
-        logging.error("%s", error)
-        sys.exit(1)
+        print(f"Error: {error}", file=sys.stderr)
+        return 1
     summary = {k: v for k, v in summary.items() if k != "per_class"}
     print(json.dumps(summary, indent=1))
+    return 0
 
 
 def run():
-    define_flags()
-    app.run(main)
+    """The program: logs to stderr (INFO and up), exits with `main`'s status."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True
+    )
+    sys.exit(main())
 
 
 if __name__ == "__main__":

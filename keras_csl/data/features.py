@@ -13,6 +13,10 @@ dataset's classes file, so a reader needs nothing but `num_classes`:
 Every class in neither list is un-annotated (-1). The classes file next to
 the shards (`classes.csv`: `index,class_id,display_name`) maps indices to
 ids and names.
+
+Reading follows TF Model Garden: `decode_example` decodes serialized
+examples to tensors, `parse_labels` turns a decoded batch into ids, class
+lists and targets (`targets_from_lists`, the one label rule).
 """
 
 import csv
@@ -28,6 +32,11 @@ NOT_EXHAUSTIVE_KEY = "image/class/not_exhaustive"
 
 CLASSES_FILE = "classes.csv"
 CLASSES_HEADER = ("index", "class_id", "display_name")
+
+# The features a label reader needs.
+LABEL_KEYS = (ID_KEY, POSITIVE_KEY, NEGATIVE_KEY)
+# Image ids an out-of-range class index error lists, at most.
+_IDS_IN_ERRORS = 10
 
 FEATURE_SPEC = {
     IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
@@ -79,15 +88,123 @@ def encode_example(
     return example.SerializeToString(deterministic=True)
 
 
-def parse_example(serialized):
-    """Parses serialized examples (a scalar or a batch) to a dict of tensors.
+def decode_example(serialized, keys=None):
+    """The decoder: serialized `tf.train.Example`s to a dict of tensors.
 
-    Class lists come back dense (`tf.int64`, padded with -1 in a batch).
+    Only decodes (as TF Model Garden's decoders do); `parse_labels` turns
+    the class lists into targets. Class lists come back as int64
+    `tf.SparseTensor`s (rank 1 for one example, rank 2 for a batch), which
+    `tf.data.Dataset.batch` stacks.
+
+    Example:
+
+    >>> record = encode_example(b"...", "img1", positive=[2], negative=[0])
+    >>> decoded = decode_example(record, LABEL_KEYS)
+    >>> decoded[ID_KEY].numpy(), decoded[POSITIVE_KEY].values.numpy().tolist()
+    (b'img1', [2])
+
+    Args:
+        serialized: a string scalar or `[B]` vector of serialized examples.
+        keys: the feature keys to decode (default: all of `FEATURE_SPEC`).
+
+    Returns:
+        `{key: tensor}` for each key.
+
+    Raises:
+        ValueError: for a key outside `FEATURE_SPEC`.
     """
-    parsed = tf.io.parse_example(serialized, FEATURE_SPEC)
-    for key in (POSITIVE_KEY, NEGATIVE_KEY, NOT_EXHAUSTIVE_KEY):
-        parsed[key] = tf.sparse.to_dense(parsed[key], default_value=-1)
-    return parsed
+    keys = tuple(FEATURE_SPEC) if keys is None else tuple(keys)
+    unknown = [key for key in keys if key not in FEATURE_SPEC]
+    if unknown:
+        raise ValueError(
+            f"Invalid value for argument `keys`. Expected keys of "
+            f"FEATURE_SPEC {tuple(FEATURE_SPEC)}. Received: {unknown}"
+        )
+    return tf.io.parse_example(serialized, {key: FEATURE_SPEC[key] for key in keys})
+
+
+def _rows_outside(lists, num_classes):
+    """Bool `[B]`: rows of a ragged `[B, None]` with an index outside [0, n)."""
+    outside = tf.logical_or(lists < 0, lists >= num_classes)
+    return tf.reduce_any(outside, axis=1)
+
+
+def parse_labels(decoded, num_classes, with_targets=True):
+    """The label parser: a decoded batch to image ids, class lists and targets.
+
+    The one way labels are read from TFRecords: the input pipeline
+    (`make_dataset`) and the label reader (`keras_csl.data.read_labels`,
+    behind the prior estimation and the simulation) both call it on the
+    output of `decode_example` for a batch.
+
+    Example:
+
+    >>> records = [encode_example(b"", "a", [1], [0]),
+    ...            encode_example(b"", "b", [], [2])]
+    >>> labels = parse_labels(decode_example(records, LABEL_KEYS), 3)
+    >>> labels["targets"].numpy().tolist()
+    [[0.0, 1.0, -1.0], [-1.0, -1.0, 0.0]]
+
+    Args:
+        decoded: `decode_example` of a `[B]` batch, with at least
+            `LABEL_KEYS`.
+        num_classes: number of classes; every index must be in
+            `[0, num_classes)`.
+        with_targets: also build the dense targets.
+
+    Returns:
+        `{"id": string [B], "positive": int64 RaggedTensor [B, None],
+        "negative": the same, "targets": float32 [B, num_classes]}`
+        (`targets` only `with_targets`).
+
+    Raises:
+        tf.errors.InvalidArgumentError: when run, for a class index outside
+            `[0, num_classes)`; the message lists the ids of the images of
+            that batch that have one.
+    """
+    positive = tf.RaggedTensor.from_sparse(decoded[POSITIVE_KEY])
+    negative = tf.RaggedTensor.from_sparse(decoded[NEGATIVE_KEY])
+    image_ids = decoded[ID_KEY]
+    out_of_range = tf.logical_or(
+        _rows_outside(positive, num_classes), _rows_outside(negative, num_classes)
+    )
+    check = tf.debugging.Assert(
+        tf.logical_not(tf.reduce_any(out_of_range)),
+        [
+            "A class index in the TFRecords is outside "
+            f"[0, num_classes={num_classes}) in the images with ids",
+            tf.boolean_mask(image_ids, out_of_range),
+        ],
+        summarize=_IDS_IN_ERRORS,
+    )
+    with tf.control_dependencies([check]):
+        labels = {
+            "id": tf.identity(image_ids),
+            "positive": positive.with_flat_values(tf.identity(positive.flat_values)),
+            "negative": negative.with_flat_values(tf.identity(negative.flat_values)),
+        }
+        if with_targets:
+            labels["targets"] = targets_from_lists(positive, negative, num_classes)
+    return labels
+
+
+def relabel_example(serialized, labels_of):
+    """A serialized example with new class lists (same image, same id).
+
+    Args:
+        serialized: one serialized example (bytes).
+        labels_of: a function `image_id (str) -> (positive, negative)`.
+
+    Returns:
+        The new serialized example (deterministic bytes).
+    """
+    example = tf.train.Example.FromString(serialized)
+    feature = example.features.feature
+    image_id = feature[ID_KEY].bytes_list.value[0].decode("utf-8")
+    positive, negative = labels_of(image_id)
+    feature[POSITIVE_KEY].int64_list.value[:] = sorted(int(c) for c in positive)
+    feature[NEGATIVE_KEY].int64_list.value[:] = sorted(int(c) for c in negative)
+    return example.SerializeToString(deterministic=True)
 
 
 def targets_from_lists(positive, negative, num_classes):
@@ -130,8 +247,7 @@ def targets_from_lists(positive, negative, num_classes):
 def make_targets(positive, negative, num_classes):
     """Dense float32 targets `[num_classes]` in {1, 0, -1} from index lists.
 
-    One example's `targets_from_lists`; padding entries (-1, as
-    `parse_example` pads) are ignored.
+    One example's `targets_from_lists`; padding entries (-1) are ignored.
 
     Example:
 

@@ -1,4 +1,4 @@
-"""The tf.data reader: sharded TFRecords to `(images, targets)` batches.
+"""The tf.data readers: sharded TFRecords to `(images, targets)` batches.
 
 `make_dataset` reads the layout of `keras_csl.data.features`: file-level
 sharding across input pipelines, interleaved reads, shuffling, decoding and
@@ -14,9 +14,16 @@ Per example, the map does only what must be done per image (parse, decode,
 augment, resize); targets and the label overlay are built per batch, where
 a handful of ops serve the whole batch (on 2 cores, building targets per
 example cost about 0.1 ms of CPU per image, 5% of the decoding).
+
+`read_labels` reads the labels alone (no image), for the prior estimation
+and the partial-label simulation. Both readers first check the files
+against the shard set the converter wrote (`keras_csl.data.shards`) and
+parse labels with the same `features.decode_example` and
+`features.parse_labels`.
 """
 
 import logging
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -24,24 +31,18 @@ import tensorflow as tf
 from keras_csl.data import augment as augment_lib
 from keras_csl.data import features
 from keras_csl.data import preprocessing
-
-# Defined with the layout, public here too: the batched label rule.
-from keras_csl.data.features import targets_from_lists
+from keras_csl.data import shards
+from keras_csl.data.features import targets_from_lists  # noqa: F401 (public here)
+from keras_csl.data.overlay import LabelOverlay
+from keras_csl.data.overlay import overlay_logger
 
 logger = logging.getLogger(__name__)
 
 AUTOTUNE = tf.data.AUTOTUNE
 # Files read at once by `interleave`.
 MAX_CYCLE_LENGTH = 16
-# Image ids an out-of-range class index error lists, at most.
-_IDS_IN_ERRORS = 10
 # The features the reader needs; the class lists stay sparse until batched.
-_READ_KEYS = (
-    features.IMAGE_KEY,
-    features.ID_KEY,
-    features.POSITIVE_KEY,
-    features.NEGATIVE_KEY,
-)
+_READ_KEYS = (features.IMAGE_KEY,) + features.LABEL_KEYS
 
 
 def list_files(file_pattern):
@@ -50,8 +51,13 @@ def list_files(file_pattern):
     Raises:
         ValueError: if nothing matches.
     """
-    patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
-    files = sorted({f for pattern in patterns for f in tf.io.gfile.glob(pattern)})
+    if isinstance(file_pattern, (str, os.PathLike)):
+        patterns = [file_pattern]
+    else:
+        patterns = list(file_pattern)
+    files = sorted(
+        {f for pattern in patterns for f in tf.io.gfile.glob(os.fspath(pattern))}
+    )
     if not files:
         raise ValueError(
             "Invalid value for argument `file_pattern`. Expected a glob "
@@ -61,132 +67,12 @@ def list_files(file_pattern):
     return files
 
 
-class LabelOverlay:
-    """A label overlay (`features.read_label_overlay`) looked up by image id.
-
-    Images whose id is in the overlay get its positive and negative lists
-    instead of those of the TFRecords; the others keep their TFRecord labels.
-
-    Args:
-        path: the overlay CSV (`image_id,positive,negative`).
-        num_classes: every class index must be in `[0, num_classes)`.
-
-    Raises:
-        ValueError: for a class index out of range.
-    """
-
-    def __init__(self, path, num_classes):
-        overlay = features.read_label_overlay(path)
-        self.path = path
-        self.num_classes = num_classes
-        self.size = len(overlay)
-        ids = sorted(overlay)
-        positives = [overlay[i][0] for i in ids]
-        negatives = [overlay[i][1] for i in ids]
-        for name, lists in (("positive", positives), ("negative", negatives)):
-            for image_id, classes in zip(ids, lists):
-                bad = [c for c in classes if not 0 <= c < num_classes]
-                if bad:
-                    raise ValueError(
-                        f"Invalid label overlay {path}: image {image_id!r} has "
-                        f"{name} class indices {bad} outside [0, {num_classes})"
-                    )
-        if not ids:
-            raise ValueError(
-                f"Invalid label overlay {path}: it holds no image (only a "
-                "header). Expected one row per image: image_id,positive,negative"
-            )
-        self._table = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(
-                tf.constant(ids, tf.string), tf.range(len(ids), dtype=tf.int64)
-            ),
-            default_value=-1,
-        )
-        # Ragged: memory linear in the number of labels.
-        self._positive = self._ragged(positives)
-        self._negative = self._ragged(negatives)
-
-    @staticmethod
-    def _ragged(lists):
-        values = np.fromiter((c for row in lists for c in row), np.int64)
-        splits = np.zeros(len(lists) + 1, np.int64)
-        np.cumsum([len(row) for row in lists], out=splits[1:])
-        return tf.RaggedTensor.from_row_splits(
-            tf.constant(values, tf.int64), tf.constant(splits, tf.int64)
-        )
-
-    def apply(self, image_ids, targets):
-        """Replaces the targets of the images in the overlay.
-
-        Args:
-            image_ids: string `[B]`.
-            targets: float32 `[B, num_classes]`, the TFRecord labels.
-
-        Returns:
-            `(targets, missing)`: the targets, with the rows of images in
-            the overlay replaced, and a bool `[B]`, true for images not in
-            the overlay.
-        """
-        rows = self._table.lookup(image_ids)
-        missing = rows < 0
-        if self.size == 0:
-            return targets, missing
-        safe_rows = tf.maximum(rows, 0)
-        overlay = targets_from_lists(
-            tf.gather(self._positive, safe_rows),
-            tf.gather(self._negative, safe_rows),
-            self.num_classes,
-        )
-        return tf.where(missing[:, None], targets, overlay), missing
-
-
-def _has_index_outside(lists, num_classes):
-    """Bool `[B]`: rows of a ragged `[B, None]` with an index outside [0, n)."""
-    outside = tf.logical_or(lists < 0, lists >= num_classes)
-    return tf.reduce_any(outside, axis=1)
-
-
 def _derive_seed(seed, pipeline_id, purpose):
     """An independent int seed per (base seed, input pipeline, purpose)."""
     if seed is None:
         return None
     state = np.random.SeedSequence([seed, pipeline_id, purpose]).generate_state(1)
     return int(state[0] & 0x7FFFFFFF)
-
-
-def _overlay_logger(path):
-    """A `Dataset.scan` step counting and logging images missing from an overlay."""
-
-    def log(missing, seen):
-        logger.warning(
-            "Label overlay %s: %d of the first %d images read are not in it; "
-            "they keep the labels of the TFRecords.",
-            path,
-            int(missing),
-            int(seen),
-        )
-
-    def step(state, batch):
-        batches, seen, missing = state
-        batches += 1
-        seen += tf.size(batch["overlay_missing"], out_type=tf.int64)
-        missing += tf.reduce_sum(tf.cast(batch["overlay_missing"], tf.int64))
-        # Log at batches 1, 2, 4, 8, ... while any image was missing.
-        should_log = tf.logical_and(
-            tf.equal(tf.bitwise.bitwise_and(batches, batches - 1), 0), missing > 0
-        )
-
-        def do_log():
-            tf.py_function(log, [missing, seen], [])
-            return tf.constant(True)
-
-        logged = tf.cond(should_log, do_log, lambda: tf.constant(False))
-        with tf.control_dependencies([logged]):
-            batch = {k: tf.identity(v) for k, v in batch.items()}
-        return (batches, seen, missing), batch
-
-    zero = tf.constant(0, tf.int64)
-    return (zero, zero, zero), step
 
 
 def make_dataset(
@@ -211,6 +97,7 @@ def make_dataset(
     repeat=False,
     cache=False,
     return_ids=False,
+    check_shards=True,
 ):
     """Batches of `(images, targets)` from TFRecords with partial labels.
 
@@ -291,12 +178,22 @@ def make_dataset(
             `shuffle_buffer` as large as the (per-pipeline) dataset restores
             a full reshuffle, at the memory of that many records.
         return_ids: yield `(images, targets, image_ids)`.
+        check_shards: check the files against what the converter wrote
+            before reading (`keras_csl.data.shards.check_shard_set`): names
+            `<split>-NNNNN-of-MMMMM.tfrecord`, all `MMMMM` shards of one
+            set and nothing else, no unfinished conversion, and
+            `num_classes` equal to the `classes.csv` (and
+            `<split>-summary.json`) beside them. `False` reads the files as
+            given, for hand-made shards or a part of a set on purpose.
 
     Returns:
         A `tf.data.Dataset`.
 
     Raises:
-        ValueError: for invalid arguments, or when no file matches.
+        ValueError: for invalid arguments, when no file matches, or (with
+            `check_shards`) for an incomplete or mixed shard set, an
+            unfinished conversion or a class count that disagrees with the
+            dataset's; the message names the files and values.
         tf.errors.InvalidArgumentError: (when iterating) for a class index
             outside `[0, num_classes)` in the TFRecords; the message lists
             the ids of the images of that batch that have one.
@@ -319,6 +216,8 @@ def make_dataset(
     if deterministic and seed is None:
         seed = 0
     files = list_files(file_pattern)
+    if check_shards:
+        shards.check_shard_set(files, num_classes)
 
     num_pipelines, pipeline_id, per_replica_batch = 1, 0, batch_size
     if input_context is not None:
@@ -388,12 +287,10 @@ def make_dataset(
     if repeat:
         ds = ds.repeat()
 
-    spec = {key: features.FEATURE_SPEC[key] for key in _READ_KEYS}
-
     def load(serialized, augment_seed=None):
-        parsed = tf.io.parse_example(serialized, spec)
+        decoded = features.decode_example(serialized, _READ_KEYS)
         image = preprocessing.preprocess_encoded(
-            parsed[features.IMAGE_KEY], image_size, resize_mode, jpeg_downscale
+            decoded.pop(features.IMAGE_KEY), image_size, resize_mode, jpeg_downscale
         )
         if augment_seed is not None:
             image = augment_lib.augment_image(
@@ -404,31 +301,12 @@ def make_dataset(
                 cutout=cutout,
                 flip=flip,
             )
-        return {
-            "image": image,
-            "id": parsed[features.ID_KEY],
-            "positive": parsed[features.POSITIVE_KEY],
-            "negative": parsed[features.NEGATIVE_KEY],
-        }
+        return dict(decoded, image=image)
 
     def make_targets(batch):
-        positive = tf.RaggedTensor.from_sparse(batch.pop("positive"))
-        negative = tf.RaggedTensor.from_sparse(batch.pop("negative"))
-        out_of_range = tf.logical_or(
-            _has_index_outside(positive, num_classes),
-            _has_index_outside(negative, num_classes),
-        )
-        check = tf.debugging.Assert(
-            tf.logical_not(tf.reduce_any(out_of_range)),
-            [
-                "A class index in the TFRecords is outside "
-                f"[0, num_classes={num_classes}) in the images with ids",
-                tf.boolean_mask(batch["id"], out_of_range),
-            ],
-            summarize=_IDS_IN_ERRORS,
-        )
-        with tf.control_dependencies([check]):
-            targets = targets_from_lists(positive, negative, num_classes)
+        labels = features.parse_labels(batch, num_classes)
+        targets = labels["targets"]
+        batch = {"image": batch["image"], "id": labels["id"]}
         if overlay is not None:
             targets, batch["overlay_missing"] = overlay.apply(batch["id"], targets)
         batch["targets"] = targets
@@ -450,7 +328,7 @@ def make_dataset(
     )
     ds = ds.map(make_targets, num_parallel_calls=AUTOTUNE, deterministic=ordered)
     if overlay is not None:
-        initial_state, step = _overlay_logger(label_overlay)
+        initial_state, step = overlay_logger(label_overlay)
         ds = ds.scan(initial_state, step)
 
     def to_tuple(batch):
@@ -462,3 +340,55 @@ def make_dataset(
     options = tf.data.Options()
     options.deterministic = ordered
     return ds.with_options(options)
+
+
+def read_labels(
+    file_pattern, num_classes, *, batch_size=1024, with_targets=True, check_shards=True
+):
+    """The TFRecord label reader: batches of image ids and labels, no images.
+
+    Reads only the ids and class lists of the examples (the image bytes are
+    skipped by the parser), in file order (files sorted by name), with the
+    same decoder and label rule as `make_dataset`. The prior estimation
+    (`keras_csl.training`, "true" frequencies from complete labels) and
+    `simulate_partial_labels` read labels through it.
+
+    Example:
+
+    ```python
+    for batch in read_labels("data/coco/train-*.tfrecord", 80):
+        batch["id"].shape, batch["targets"].shape  # (1024,), (1024, 80)
+    ```
+
+    Args:
+        file_pattern: glob pattern, or a list of them, of the TFRecords.
+        num_classes: number of classes (rows of `classes.csv`).
+        batch_size: examples per batch (the last one may be smaller).
+        with_targets: also yield the dense float32 targets in {1, 0, -1}.
+        check_shards: check the files first, as `make_dataset` does.
+
+    Returns:
+        A `tf.data.Dataset` of dicts: `"id"` (string `[B]`), `"positive"`
+        and `"negative"` (int64 `tf.RaggedTensor` `[B, None]` of class
+        indices) and, `with_targets`, `"targets"` (float32
+        `[B, num_classes]`).
+
+    Raises:
+        ValueError: as `make_dataset`, for no matching file or (with
+            `check_shards`) a shard set or class count that disagrees with
+            what the converter wrote.
+        tf.errors.InvalidArgumentError: (when iterating) for a class index
+            outside `[0, num_classes)`, naming the images.
+    """
+    num_classes = preprocessing.check_positive_int("num_classes", num_classes)
+    batch_size = preprocessing.check_positive_int("batch_size", batch_size)
+    files = list_files(file_pattern)
+    if check_shards:
+        shards.check_shard_set(files, num_classes)
+
+    def parse(serialized):
+        decoded = features.decode_example(serialized, features.LABEL_KEYS)
+        return features.parse_labels(decoded, num_classes, with_targets)
+
+    dataset = tf.data.TFRecordDataset(files, buffer_size=1 << 20).batch(batch_size)
+    return dataset.map(parse).prefetch(AUTOTUNE)

@@ -38,12 +38,13 @@ option is not reproduced.
 import json
 import logging
 import os
-import re
 
 import numpy as np
 import tensorflow as tf
 
 from keras_csl.data import features
+from keras_csl.data import pipeline
+from keras_csl.data import shards
 from keras_csl.data import writer
 
 logger = logging.getLogger(__name__)
@@ -51,43 +52,16 @@ logger = logging.getLogger(__name__)
 SCHEMES = ("fpc", "rps")
 
 
-def shard_files(dataset_dir, split="train"):
-    """The shards `<split>-NNNNN-of-NNNNN.tfrecord` of a dataset, sorted.
-
-    Raises:
-        ValueError: if there are none, or not exactly one complete set.
-    """
-    pattern = re.compile(rf"{re.escape(split)}-(\d{{5}})-of-(\d{{5}})\.tfrecord")
-    names = sorted(n for n in tf.io.gfile.listdir(dataset_dir) if pattern.fullmatch(n))
-    counts = {pattern.fullmatch(n).group(2) for n in names}
-    if not names or len(counts) != 1 or len(names) != int(counts.pop()):
-        raise ValueError(
-            f"Expected one complete set of shards {split}-NNNNN-of-NNNNN.tfrecord "
-            f"in {dataset_dir}. Received: {names[:4]}{' ...' if len(names) > 4 else ''}"
-        )
-    return [os.path.join(dataset_dir, name) for name in names]
-
-
-def _read_labels(files):
+def _read_labels(files, num_classes):
     """Returns image ids (file order) and (row, class) pairs of each kind."""
-    spec = {
-        features.ID_KEY: features.FEATURE_SPEC[features.ID_KEY],
-        features.POSITIVE_KEY: features.FEATURE_SPEC[features.POSITIVE_KEY],
-        features.NEGATIVE_KEY: features.FEATURE_SPEC[features.NEGATIVE_KEY],
-    }
-    dataset = (
-        tf.data.TFRecordDataset(files, buffer_size=1 << 20)
-        .batch(1024)
-        .map(lambda serialized: tf.io.parse_example(serialized, spec))
-    )
     image_ids, pairs, offset = [], {1: [], 0: []}, 0
-    for batch in dataset:
-        batch_ids = batch[features.ID_KEY].numpy()
+    for batch in pipeline.read_labels(files, num_classes, with_targets=False):
+        batch_ids = batch["id"].numpy()
         image_ids.extend(image_id.decode("utf-8") for image_id in batch_ids)
-        for value, key in ((1, features.POSITIVE_KEY), (0, features.NEGATIVE_KEY)):
-            sparse = batch[key]
-            rows = sparse.indices.numpy()[:, 0] + offset
-            pairs[value].append(np.stack([rows, sparse.values.numpy()], axis=1))
+        for value, key in ((1, "positive"), (0, "negative")):
+            lists = batch[key]
+            rows = lists.value_rowids().numpy() + offset
+            pairs[value].append(np.stack([rows, lists.flat_values.numpy()], axis=1))
         offset += len(batch_ids)
     pairs = {
         value: np.concatenate(chunks) if chunks else np.zeros((0, 2), np.int64)
@@ -286,8 +260,8 @@ def simulate_partial_labels(
         os.path.join(dataset_dir, features.CLASSES_FILE)
     )
     num_classes = len(class_ids)
-    files = shard_files(dataset_dir, split)
-    image_ids, pairs = _read_labels(files)
+    files = shards.split_files(dataset_dir, split)
+    image_ids, pairs = _read_labels(files, num_classes)
     num_images = len(image_ids)
     order = sorted(range(num_images), key=image_ids.__getitem__)
     sorted_ids = [image_ids[i] for i in order]
@@ -374,9 +348,10 @@ def simulate_partial_labels(
             },
         }
         writer.atomic_write_text(
-            os.path.join(output_dir, f"{split}-summary.json"),
+            os.path.join(output_dir, shards.SUMMARY_PATTERN.format(split=split)),
             json.dumps(summary, indent=1) + "\n",
         )
+        shards.mark_complete(output_dir, split)
     if overlay_path is not None:
         features.write_label_overlay(
             overlay_path,
@@ -419,25 +394,21 @@ def _write_dataset(
 ):
     """Copies the shards with replaced class lists (same names and images)."""
     tf.io.gfile.makedirs(output_dir)
-    writer.check_stale_shards(output_dir, split, len(files))
+    shards.check_stale_shards(output_dir, split, len(files))
     writer.write_classes(output_dir, class_ids, names)
+    shards.mark_incomplete(output_dir, split, "keras_csl.data.simulate_partial_labels")
+
+    def labels_of(image_id):
+        rank = rank_of[image_id]
+        return new_positive[rank], new_negative[rank]
+
     for path in files:
         target = os.path.join(output_dir, os.path.basename(path))
         with tf.io.TFRecordWriter(target + ".tmp") as out:
             for record in tf.data.TFRecordDataset(
                 path, buffer_size=1 << 20
             ).as_numpy_iterator():
-                example = tf.train.Example.FromString(record)
-                feature = example.features.feature
-                image_id = feature[features.ID_KEY].bytes_list.value[0].decode("utf-8")
-                r = rank_of[image_id]
-                feature[features.POSITIVE_KEY].int64_list.value[:] = new_positive[
-                    r
-                ].tolist()
-                feature[features.NEGATIVE_KEY].int64_list.value[:] = new_negative[
-                    r
-                ].tolist()
-                out.write(example.SerializeToString(deterministic=True))
+                out.write(features.relabel_example(record, labels_of))
         tf.io.gfile.rename(target + ".tmp", target, overwrite=True)
 
 

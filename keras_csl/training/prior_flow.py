@@ -445,8 +445,7 @@ def _true_frequencies(full_labels, config, image_ids):
     annotated (0 for complete labels; a warning is logged otherwise).
     """
     from keras_csl.data import features
-    from keras_csl.data.pipeline import list_files
-    from keras_csl.data.pipeline import targets_from_lists
+    from keras_csl.data import read_labels
 
     full_labels = os.fspath(full_labels)
     wanted = set(image_ids)
@@ -473,23 +472,10 @@ def _true_frequencies(full_labels, config, image_ids):
         pattern = full_labels
         if tf.io.gfile.isdir(full_labels):
             pattern = os.path.join(full_labels, os.path.basename(config.train_files))
-        spec = {
-            key: features.FEATURE_SPEC[key]
-            for key in (features.ID_KEY, features.POSITIVE_KEY, features.NEGATIVE_KEY)
-        }
-        labels = (
-            tf.data.TFRecordDataset(list_files(pattern))
-            .batch(1024)
-            .map(lambda serialized: tf.io.parse_example(serialized, spec))
-        )
-        for batch in labels:
-            targets = targets_from_lists(
-                tf.RaggedTensor.from_sparse(batch[features.POSITIVE_KEY]),
-                tf.RaggedTensor.from_sparse(batch[features.NEGATIVE_KEY]),
-                config.num_classes,
-            ).numpy()
+        for batch in read_labels(pattern, config.num_classes):
+            targets = batch["targets"].numpy()
             keep = []
-            for row, image_id in enumerate(batch[features.ID_KEY].numpy().tolist()):
+            for row, image_id in enumerate(batch["id"].numpy().tolist()):
                 if image_id in wanted and image_id not in found:
                     found.add(image_id)
                     keep.append(row)

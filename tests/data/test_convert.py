@@ -39,22 +39,28 @@ def _write(path, data):
 
 
 def _read_dataset(output_dir, split="train"):
-    """`{image_id: (targets, bytes, format, not_exhaustive)}`, read with `features`."""
+    """`{image_id: (targets, bytes, format, not_exhaustive)}`.
+
+    Read with protobuf directly (the documented layout), not with the
+    package's decoder, so that a bug there cannot hide one here.
+    """
     class_ids, _ = features.read_classes_csv(os.path.join(output_dir, "classes.csv"))
     files = sorted(tf.io.gfile.glob(os.path.join(output_dir, f"{split}-*.tfrecord")))
     records = {}
     for serialized in tf.data.TFRecordDataset(files):
-        parsed = features.parse_example(serialized)
-        targets = features.make_targets(
-            parsed[features.POSITIVE_KEY], parsed[features.NEGATIVE_KEY], len(class_ids)
-        )
-        image_id = parsed[features.ID_KEY].numpy().decode()
+        feature = tf.train.Example.FromString(serialized.numpy()).features.feature
+        targets = [-1.0] * len(class_ids)
+        for c in feature["image/class/negative"].int64_list.value:
+            targets[c] = 0.0
+        for c in feature["image/class/positive"].int64_list.value:
+            targets[c] = 1.0
+        image_id = feature["image/id"].bytes_list.value[0].decode()
         assert image_id not in records
         records[image_id] = (
-            targets.numpy().tolist(),
-            parsed[features.IMAGE_KEY].numpy(),
-            parsed[features.FORMAT_KEY].numpy().decode(),
-            parsed[features.NOT_EXHAUSTIVE_KEY].numpy().tolist(),
+            targets,
+            feature["image/encoded"].bytes_list.value[0],
+            feature["image/format"].bytes_list.value[0].decode(),
+            list(feature["image/class/not_exhaustive"].int64_list.value),
         )
     return records
 
@@ -179,6 +185,7 @@ def test_openimages_bad_inputs_are_reported_and_skipped(tmp_path):
         num_shards=3,
         num_workers=1,
         verbose=0,
+        max_rejected_fraction=0.4,  # 5 of the 13 label rows are rejected
     )
 
     records = _read_dataset(out)
@@ -218,6 +225,13 @@ def test_openimages_bad_inputs_are_reported_and_skipped(tmp_path):
     }
     assert summary["images"] == 4 and summary["images_skipped"] == 3
     assert summary["inputs"]["duplicate_rows"] == 1
+    # Rejected: unknown MID, bad Confidence, malformed, both conflicting rows.
+    assert summary["inputs"]["label_rows"] == {
+        "read": 13,
+        "rejected": 5,
+        "dropped": 0,
+        "usable": 8,
+    }
 
 
 def test_strict_makes_bad_input_fatal(tmp_path):
@@ -230,7 +244,13 @@ def test_strict_makes_bad_input_fatal(tmp_path):
         ValueError, match=r"bad\.csv, line 3: unknown class id\. Received: '/m/zebra'"
     ):
         convert_openimages(
-            bad, classes, images, str(tmp_path / "a"), 1, strict=True, verbose=0
+            bad,
+            classes,
+            images,
+            str(tmp_path / "a"),
+            num_shards=1,
+            strict=True,
+            verbose=0,
         )
     _write(os.path.join(images, "img1.jpg"), b"\xff\xd8\xffnot a jpeg")
     with pytest.raises(
@@ -241,7 +261,7 @@ def test_strict_makes_bad_input_fatal(tmp_path):
             classes,
             images,
             str(tmp_path / "b"),
-            2,
+            num_shards=2,
             strict=True,
             num_workers=1,
             verbose=0,
@@ -254,7 +274,13 @@ def test_trainable_classes_and_class_file_header(tmp_path):
     trainable = _write(tmp_path / "trainable.txt", "/m/car\n/m/nope\n\n/m/cat\n")
     out = str(tmp_path / "out")
     summary = convert_openimages(
-        labels, classes, images, out, 1, trainable_classes_csv=trainable, verbose=0
+        labels,
+        classes,
+        images,
+        out,
+        num_shards=1,
+        trainable_classes_csv=trainable,
+        verbose=0,
     )
     assert features.read_classes_csv(os.path.join(out, "classes.csv")) == (
         ["/m/car", "/m/cat"],
@@ -294,7 +320,13 @@ def test_coco(tmp_path):
     annotations = _write(tmp_path / "instances.json", json.dumps(data))
     out = str(tmp_path / "out")
     summary = convert_coco(
-        annotations, str(tmp_path / "img"), out, 2, num_workers=1, verbose=0
+        annotations,
+        str(tmp_path / "img"),
+        out,
+        num_shards=2,
+        num_workers=1,
+        verbose=0,
+        max_rejected_fraction=0.5,  # 2 of 6 annotations
     )
     assert features.read_classes_csv(os.path.join(out, "classes.csv")) == (
         ["1", "4", "9"],
@@ -342,7 +374,14 @@ def test_lvis(tmp_path):
     }
     annotations = _write(tmp_path / "lvis.json", json.dumps(data))
     out = str(tmp_path / "out")
-    summary = convert_lvis(annotations, str(tmp_path / "coco"), out, 1, verbose=0)
+    summary = convert_lvis(
+        annotations,
+        str(tmp_path / "coco"),
+        out,
+        num_shards=1,
+        verbose=0,
+        max_rejected_fraction=0.25,  # 2 of 8: 3 annotations, 5 listed ids
+    )
     records = _read_dataset(out)
     assert {k: v[0] for k, v in records.items()} == {
         "000000000001": [1.0, 0.0, 0.0, -1.0],
@@ -375,7 +414,8 @@ def test_generic_csv(tmp_path):
         "pets/1.jpg,x,\n",  # x is a class id too
     )
     out = str(tmp_path / "out")
-    convert_csv(labels, None, out, 1, verbose=0)  # paths relative to the CSV
+    # Paths relative to the CSV; 2 of the 6 class ids conflict.
+    convert_csv(labels, None, out, num_shards=1, verbose=0, max_rejected_fraction=0.4)
     class_ids, _ = features.read_classes_csv(os.path.join(out, "classes.csv"))
     assert class_ids == ["10", "2", "7", "x"]  # not all integers: string order
     assert {k: v[0] for k, v in _read_dataset(out).items()} == {
@@ -388,7 +428,15 @@ def test_generic_csv(tmp_path):
         tmp_path / "classes.csv", "class_id,display_name\n7,seven\n2,two\n"
     )
     out2 = str(tmp_path / "out2")
-    convert_csv(labels, str(tmp_path / "data"), out2, 1, classes_csv=classes, verbose=0)
+    convert_csv(
+        labels,
+        str(tmp_path / "data"),
+        out2,
+        classes_csv=classes,
+        num_shards=1,
+        verbose=0,
+        max_rejected_fraction=1.0,  # 4 of 6
+    )
     assert {k: v[0] for k, v in _read_dataset(out2).items()} == {
         "pets/1": [0.0, -1.0],
         "pets/2": [1.0, -1.0],
@@ -415,7 +463,12 @@ def test_resize_short_side(tmp_path):
     outs = [str(tmp_path / f"out{i}") for i in range(2)]
     for out in outs:
         summary = convert_csv(
-            labels, str(tmp_path / "img"), out, 1, resize_short_side=8, verbose=0
+            labels,
+            str(tmp_path / "img"),
+            out,
+            num_shards=1,
+            resize_short_side=8,
+            verbose=0,
         )
     assert _shard_bytes(outs[0]) == _shard_bytes(outs[1])
     records = _read_dataset(outs[0])
@@ -442,7 +495,15 @@ def test_deterministic_across_runs_and_worker_counts(tmp_path):
 def test_resume_skips_complete_shards(tmp_path):
     labels, classes, images, _ = _openimages_inputs(tmp_path)
     out = str(tmp_path / "out")
-    convert_openimages(labels, classes, images, out, 3, num_workers=1, verbose=0)
+    convert_openimages(
+        labels,
+        classes,
+        images,
+        out,
+        num_shards=3,
+        num_workers=1,
+        verbose=0,
+    )
     original = _shard_bytes(out)
     names = sorted(original)
     paths = [os.path.join(out, name) for name in names]
@@ -456,7 +517,7 @@ def test_resume_skips_complete_shards(tmp_path):
     os.remove(paths[1])
 
     summary = convert_openimages(
-        labels, classes, images, out, 3, num_workers=1, verbose=0
+        labels, classes, images, out, num_shards=3, num_workers=1, verbose=0
     )
     assert summary["this_run"]["shards_resumed"] == 1
     assert summary["this_run"]["shards_written"] == 2
@@ -472,14 +533,22 @@ def test_resume_skips_complete_shards(tmp_path):
         )
     _write(labels[0], text)
     summary = convert_openimages(
-        labels, classes, images, out, 3, num_workers=1, verbose=0
+        labels, classes, images, out, num_shards=3, num_workers=1, verbose=0
     )
     assert summary["this_run"]["shards_written"] == 1
     assert _shard_bytes(out)[names[1]] == original[names[1]]
     assert _shard_bytes(out)[names[0]] != original[names[0]]
 
     with pytest.raises(ValueError, match="shards of another conversion"):
-        convert_openimages(labels, classes, images, out, 2, num_workers=1, verbose=0)
+        convert_openimages(
+            labels,
+            classes,
+            images,
+            out,
+            num_shards=2,
+            num_workers=1,
+            verbose=0,
+        )
 
 
 def test_resume_after_killed_conversion(tmp_path):
@@ -498,14 +567,15 @@ def test_resume_after_killed_conversion(tmp_path):
     argv += ["--output_dir", out, "--num_shards=3", "--num_workers=1"]
     script = (
         "import os, sys\n"
-        "from keras_csl.data import convert, writer\n"
-        "load, calls = writer._load_image, []\n"
+        "from keras_csl.data import convert\n"
+        "from keras_csl.data.writer import images\n"
+        "load, calls = images.load_image, []\n"
         "def dying(*args, **kwargs):\n"
         "    calls.append(1)\n"
         "    if len(calls) == 4:\n"
         "        os._exit(3)\n"
         "    return load(*args, **kwargs)\n"
-        "writer._load_image = dying\n"
+        "images.load_image = dying\n"
         f"sys.argv = {argv!r}\n"
         "convert.run()\n"
     )
@@ -523,10 +593,18 @@ def test_resume_after_killed_conversion(tmp_path):
         "train-00001-of-00003.tfrecord.tmp",
     ]
     summary = convert_openimages(
-        labels, classes, images, out, 3, num_workers=1, verbose=0
+        labels, classes, images, out, num_shards=3, num_workers=1, verbose=0
     )
     assert summary["this_run"]["shards_resumed"] == 1
-    convert_openimages(labels, classes, images, clean, 3, num_workers=1, verbose=0)
+    convert_openimages(
+        labels,
+        classes,
+        images,
+        clean,
+        num_shards=3,
+        num_workers=1,
+        verbose=0,
+    )
     assert _shard_bytes(out) == _shard_bytes(clean)
 
 
@@ -536,36 +614,36 @@ def test_resume_retries_images_that_were_missing(tmp_path):
     missing = os.path.join(images, "img1.jpg")  # shard 1 of 3: img1, img4
     data = open(missing, "rb").read()
     os.remove(missing)
-    summary = convert_openimages(labels, classes, images, out, 3, verbose=0)
+    summary = convert_openimages(labels, classes, images, out, num_shards=3, verbose=0)
     assert summary["images"] == 5 and summary["skipped"] == {"missing image": 1}
 
     _write(missing, data)
-    summary = convert_openimages(labels, classes, images, out, 3, verbose=0)
+    summary = convert_openimages(labels, classes, images, out, num_shards=3, verbose=0)
     assert summary["this_run"]["shards_written"] == 1
     assert summary["this_run"]["shards_resumed"] == 2
     assert summary["images"] == 6 and summary["skipped"] == {}
     assert _read_report(out) == []
-    convert_openimages(labels, classes, images, clean, 3, verbose=0)
+    convert_openimages(labels, classes, images, clean, num_shards=3, verbose=0)
     assert _shard_bytes(out) == _shard_bytes(clean)
 
 
 def test_resume_rewrites_the_shard_of_a_changed_image_file(tmp_path):
     labels, classes, images, _ = _openimages_inputs(tmp_path)
     out = str(tmp_path / "out")
-    convert_openimages(labels, classes, images, out, 3, verbose=0)
+    convert_openimages(labels, classes, images, out, num_shards=3, verbose=0)
     # img4 is in shard 1 of 3. A new picture at the same path:
     new_picture = _image_bytes(99, shape=(7, 5))
     _write(os.path.join(images, "img4.jpg"), new_picture)
-    summary = convert_openimages(labels, classes, images, out, 3, verbose=0)
+    summary = convert_openimages(labels, classes, images, out, num_shards=3, verbose=0)
     assert summary["this_run"]["shards_written"] == 1
     assert _read_dataset(out)["img4"][1] == new_picture
     # The same bytes with a new modification time count as a change too.
     path = os.path.join(images, "img0.jpg")  # shard 0
     stat = os.stat(path)
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-    summary = convert_openimages(labels, classes, images, out, 3, verbose=0)
+    summary = convert_openimages(labels, classes, images, out, num_shards=3, verbose=0)
     assert summary["this_run"]["shards_written"] == 1
-    summary = convert_openimages(labels, classes, images, out, 3, verbose=0)
+    summary = convert_openimages(labels, classes, images, out, num_shards=3, verbose=0)
     assert summary["this_run"]["shards_written"] == 0
 
 
@@ -573,14 +651,22 @@ def test_a_strict_rerun_raises_on_an_image_an_earlier_run_skipped(tmp_path):
     labels, classes, images, _ = _openimages_inputs(tmp_path)
     out = str(tmp_path / "out")
     _write(os.path.join(images, "img1.jpg"), b"\xff\xd8\xffnot a jpeg")
-    summary = convert_openimages(labels, classes, images, out, 3, verbose=0)
+    summary = convert_openimages(labels, classes, images, out, num_shards=3, verbose=0)
     assert summary["skipped"] == {"undecodable image": 1}
     with pytest.raises(
         ValueError, match=r"train\.csv, line 5: undecodable image .*img1\.jpg"
     ):
-        convert_openimages(labels, classes, images, out, 3, strict=True, verbose=0)
+        convert_openimages(
+            labels,
+            classes,
+            images,
+            out,
+            num_shards=3,
+            strict=True,
+            verbose=0,
+        )
     # Without `strict`, the rerun resumes every shard and reports it again.
-    summary = convert_openimages(labels, classes, images, out, 3, verbose=0)
+    summary = convert_openimages(labels, classes, images, out, num_shards=3, verbose=0)
     assert summary["this_run"]["shards_resumed"] == 3
     assert summary["skipped"] == {"undecodable image": 1}
     assert [row[1] for row in _read_report(out)] == ["5"]
@@ -603,30 +689,54 @@ def test_duplicate_image_ids_name_both_sources(tmp_path):
         r"line 7\.",
     ):
         writer.write_dataset(
-            [item("a.csv", 2), item("b.csv", 7)], ["cat"], ["Cat"], str(tmp_path), 1
+            [item("a.csv", 2), item("b.csv", 7)],
+            ["cat"],
+            ["Cat"],
+            str(tmp_path),
+            num_shards=1,
         )
 
 
 def test_invalid_arguments_and_empty_files(tmp_path):
     labels, classes, images, _ = _openimages_inputs(tmp_path)
     with pytest.raises(ValueError, match=r"`num_shards`.*Received: num_shards=0"):
-        convert_openimages(labels, classes, images, str(tmp_path / "o"), 0, verbose=0)
+        convert_openimages(
+            labels,
+            classes,
+            images,
+            str(tmp_path / "o"),
+            num_shards=0,
+            verbose=0,
+        )
     with pytest.raises(ValueError, match=r"Received: num_shards=True"):
-        convert_openimages(labels, classes, images, str(tmp_path / "o"), True)
+        convert_openimages(
+            labels,
+            classes,
+            images,
+            str(tmp_path / "o"),
+            num_shards=True,
+        )
     # NumPy integers pass, and the summary stays JSON.
     summary = convert_openimages(
-        labels, classes, images, str(tmp_path / "np"), np.int64(2), verbose=0
+        labels, classes, images, str(tmp_path / "np"), num_shards=np.int64(2), verbose=0
     )
     assert summary["num_shards"] == 2 and type(summary["num_shards"]) is int
     empty = _write(tmp_path / "empty.csv", "")
     with pytest.raises(ValueError, match="no class found"):
-        convert_openimages(labels, empty, images, str(tmp_path / "o"), 1, verbose=0)
+        convert_openimages(
+            labels,
+            empty,
+            images,
+            str(tmp_path / "o"),
+            num_shards=1,
+            verbose=0,
+        )
     with pytest.raises(ValueError, match="empty file"):
-        convert_coco(empty, images, str(tmp_path / "o"), 1, verbose=0)
-    summary = convert_openimages(
-        empty, classes, images, str(tmp_path / "o"), 1, verbose=0
-    )
-    assert summary["images"] == 0 and summary["skipped"] == {"empty file": 1}
+        convert_coco(empty, images, str(tmp_path / "o"), num_shards=1, verbose=0)
+    with pytest.raises(ValueError, match="No usable label row: the input holds no"):
+        convert_openimages(
+            empty, classes, images, str(tmp_path / "o"), num_shards=1, verbose=0
+        )
 
 
 def test_shared_coco_sample(tmp_path, shared_data):
@@ -650,6 +760,14 @@ def test_shared_coco_sample(tmp_path, shared_data):
     records = _read_dataset(out)
     assert {k: v[0] for k, v in records.items()} == expected
     assert len(records) == 53 and summary["labels"]["unannotated"] == 0
+    # A consistent input rejects no label row (docs/OPENIMAGES.md's claim).
+    assert summary["inputs"]["label_rows"] == {
+        "read": 4240,
+        "rejected": 0,
+        "dropped": 0,
+        "usable": 4240,
+    }
+    assert summary["skipped"] == {}
     for image_id, (_, data, fmt, _) in records.items():
         original = open(sample / "images" / f"{image_id}.jpg", "rb").read()
         assert data == original and fmt == "jpeg"

@@ -49,7 +49,7 @@ def _make_dataset(tmp_path, dense, ids, num_shards=3, name="dataset"):
         class_ids,
         [f"C{c}" for c in range(NUM_CLASSES)],
         out,
-        num_shards,
+        num_shards=num_shards,
         num_workers=1,
         verbose=0,
     )
@@ -163,25 +163,25 @@ def test_new_dataset_output_overlay_and_plot(tmp_path):
 
     overlay = _overlay_dense(os.path.join(outputs[0], "overlay.csv"))
     assert overlay == _reference(dense, ids, "fpc", 3, 0)
+    # Read back with protobuf (the documented layout), not the package's reader.
     originals = {}
     for name in names:
         for record in tf.data.TFRecordDataset(os.path.join(dataset, name)):
-            parsed = features.parse_example(record)
-            originals[parsed[features.ID_KEY].numpy().decode()] = parsed[
-                features.IMAGE_KEY
-            ]
+            feature = tf.train.Example.FromString(record.numpy()).features.feature
+            image_id = feature["image/id"].bytes_list.value[0].decode()
+            originals[image_id] = feature["image/encoded"].bytes_list.value[0]
     read_back = {}
     for name in names:
         for record in tf.data.TFRecordDataset(os.path.join(outputs[0], name)):
-            parsed = features.parse_example(record)
-            image_id = parsed[features.ID_KEY].numpy().decode()
-            targets = features.make_targets(
-                parsed[features.POSITIVE_KEY],
-                parsed[features.NEGATIVE_KEY],
-                NUM_CLASSES,
-            )
-            read_back[image_id] = targets.numpy().astype(int).tolist()
-            assert parsed[features.IMAGE_KEY].numpy() == originals[image_id].numpy()
+            feature = tf.train.Example.FromString(record.numpy()).features.feature
+            image_id = feature["image/id"].bytes_list.value[0].decode()
+            row = [-1] * NUM_CLASSES
+            for c in feature["image/class/negative"].int64_list.value:
+                row[c] = 0
+            for c in feature["image/class/positive"].int64_list.value:
+                row[c] = 1
+            read_back[image_id] = row
+            assert feature["image/encoded"].bytes_list.value[0] == originals[image_id]
     assert read_back == overlay
 
     assert features.read_classes_csv(os.path.join(outputs[0], "classes.csv")) == (

@@ -13,6 +13,40 @@ from keras_csl.data import writer
 
 logger = logging.getLogger(__name__)
 
+_JSON = (
+    "a {name} JSON: `images` entries with `id` and {file}, `annotations` "
+    "with the `image_id` of a listed image and the `category_id` of a listed "
+    "category, `categories` with `id` and `name`"
+)
+EXPECTED = {
+    "coco": _JSON.format(name="COCO instances", file="`file_name`"),
+    "lvis": _JSON.format(name="LVIS", file="`coco_url` (or `file_name`)")
+    + "; negative ids (`neg_category_ids`) of listed categories",
+}
+# What `python -m keras_csl.data.convert coco --help` says of the input.
+INPUT_HELP = {
+    "coco": """\
+Annotations (--annotations_json): a COCO instances JSON (e.g.
+  instances_train2017.json): `images` (id, file_name), `annotations`
+  (image_id, category_id), `categories` (id, name). A class is positive
+  for an image with at least one annotation of it (crowd ones included);
+  COCO labels are exhaustive, so every other class is a verified negative.
+  Classes are the categories sorted by id.
+Images (--images_dir): the folder holding each image's file_name. The image
+  id is the file name without its extension.
+""",
+    "lvis": """\
+Annotations (--annotations_json): an LVIS v1 JSON: `images` (id, coco_url,
+  neg_category_ids, not_exhaustive_category_ids), `annotations` (image_id,
+  category_id), `categories` (id, name). Positives are the annotated
+  categories, negatives the neg_category_ids; every other class is
+  un-annotated (LVIS is federated). A category both annotated and listed
+  as negative is reported and left un-annotated.
+Images (--images_dir): the COCO images, <images_dir>/<train2017|val2017>/<name>
+  when that folder exists, else <images_dir>/<name>.
+""",
+}
+
 
 def _load_json(path):
     with tf.io.gfile.GFile(path, "r") as f:
@@ -103,17 +137,17 @@ def _read_positives(data, path, images, class_index, problems):
         image_id = annotation.get("image_id")
         category = annotation.get("category_id")
         if image_id not in images:
-            problems.add(path, where, image_id, "unknown image id")
+            problems.reject_labels(path, where, image_id, "unknown image id")
         elif category not in class_index:
-            problems.add(path, where, category, "unknown class id")
+            problems.reject_labels(path, where, category, "unknown class id")
         else:
             positives[image_id].add(class_index[category])
     return positives
 
 
-def _convert(
-    fmt, data, path, images_dir, output_dir, num_shards, problems, start, **kwargs
-):
+def _convert(fmt, data, path, images_dir, output_dir, options, start):
+    path = os.fspath(path)
+    problems = writer.Problems(options.strict)
     class_ids, names, class_index = _categories(data, path)
     images = _read_images(data, path, images_dir, problems)
     positives = _read_positives(data, path, images, class_index, problems)
@@ -133,7 +167,7 @@ def _convert(
             )
             for index in sorted(positive & negative):
                 conflicts += 1
-                problems.add(
+                problems.reject_labels(
                     path,
                     item.source_line,
                     f"{item.image_id},{class_ids[index]}",
@@ -144,12 +178,27 @@ def _convert(
         item.positive = array.array("i", sorted(positive))
         item.negative = array.array("i", sorted(negative))
         item.not_exhaustive = array.array("i", sorted(not_exhaustive))
+    labels_read = len(data["annotations"])
+    if fmt == "lvis":
+        labels_read += sum(
+            len(image.get(key, ()))
+            for _, image in images.values()
+            for key in ("neg_category_ids", "not_exhaustive_category_ids")
+        )
+    label_rows = writer.check_label_rows(
+        problems,
+        labels_read,
+        options.max_rejected_fraction,
+        expected=EXPECTED[fmt],
+        found=_describe(data, path),
+    )
     read_seconds = time.perf_counter() - start
     inputs = {
         "annotations_json": os.fspath(path),
         "images_dir": os.fspath(images_dir),
         "annotations": len(data["annotations"]),
         "images_without_annotations": sum(1 for p in positives.values() if not p),
+        "label_rows": label_rows,
     }
     logger.info(
         "Read %d annotations for %d images and %d classes in %.1f s.",
@@ -163,12 +212,21 @@ def _convert(
         class_ids,
         names,
         output_dir,
-        num_shards,
+        options,
         problems=problems,
         summary_extra={"format": fmt, "inputs": inputs},
         read_seconds=read_seconds,
-        **kwargs,
     )
+
+
+def _describe(data, path):
+    """What the JSON held, for the message of a refused conversion."""
+    parts = []
+    for key in ("images", "annotations", "categories"):
+        entries = data[key]
+        first = f", first {json.dumps(entries[0])[:150]}" if entries else ""
+        parts.append(f"{len(entries)} {key}{first}")
+    return f"{path} holds " + "; ".join(parts)
 
 
 def _lvis_ids(image, key, path, item, class_index, problems):
@@ -177,24 +235,14 @@ def _lvis_ids(image, key, path, item, class_index, problems):
         if category in class_index:
             indices.add(class_index[category])
         else:
-            problems.add(
+            problems.reject_labels(
                 path, item.source_line, f"{key}: {category}", "unknown class id"
             )
     return indices
 
 
 def convert_coco(
-    annotations_json,
-    images_dir,
-    output_dir,
-    num_shards,
-    split="train",
-    resize_short_side=None,
-    strict=False,
-    num_workers=None,
-    verbose=1,
-    jpeg_quality=90,
-    validate_images=True,
+    annotations_json, images_dir, output_dir, options=None, **writer_options
 ):
     """Converts COCO instance annotations to image-level sharded TFRecords.
 
@@ -220,51 +268,32 @@ def convert_coco(
     Args:
         annotations_json: the COCO instances JSON.
         images_dir: folder holding the images' `file_name`s.
-        output_dir, num_shards, split, resize_short_side, strict,
-        num_workers, verbose, jpeg_quality, validate_images: as in
-            `convert_openimages`.
+        output_dir: output folder (created if needed).
+        options: a `keras_csl.data.WriterOptions`, or `None`.
+        **writer_options: fields of `WriterOptions` by keyword
+            (`num_shards` is required).
 
     Returns:
         The summary dict (also in `<split>-summary.json`).
 
     Raises:
-        ValueError: on an empty or invalid JSON, invalid arguments, or any
-            bad input when `strict`.
+        ValueError: on an empty or invalid JSON, invalid arguments, no
+            usable label (annotation), too many rejected ones (more than
+            `max_rejected_fraction`), no image stored, or any bad input
+            when `strict`.
     """
     start = time.perf_counter()
-    problems = writer.Problems(strict)
+    options = writer.WriterOptions.resolve(
+        options, "convert_coco", **writer_options
+    )
     data = _load_json(annotations_json)
     return _convert(
-        "coco",
-        data,
-        os.fspath(annotations_json),
-        images_dir,
-        output_dir,
-        num_shards,
-        problems,
-        start,
-        split=split,
-        resize_short_side=resize_short_side,
-        strict=strict,
-        num_workers=num_workers,
-        verbose=verbose,
-        jpeg_quality=jpeg_quality,
-        validate_images=validate_images,
+        "coco", data, annotations_json, images_dir, output_dir, options, start
     )
 
 
 def convert_lvis(
-    annotations_json,
-    images_dir,
-    output_dir,
-    num_shards,
-    split="train",
-    resize_short_side=None,
-    strict=False,
-    num_workers=None,
-    verbose=1,
-    jpeg_quality=90,
-    validate_images=True,
+    annotations_json, images_dir, output_dir, options=None, **writer_options
 ):
     """Converts LVIS v1 annotations to image-level sharded TFRecords.
 
@@ -291,34 +320,25 @@ def convert_lvis(
     Args:
         annotations_json: the LVIS JSON.
         images_dir: folder of the COCO images (see above).
-        output_dir, num_shards, split, resize_short_side, strict,
-        num_workers, verbose, jpeg_quality, validate_images: as in
-            `convert_openimages`.
+        output_dir: output folder (created if needed).
+        options: a `keras_csl.data.WriterOptions`, or `None`.
+        **writer_options: fields of `WriterOptions` by keyword
+            (`num_shards` is required).
 
     Returns:
         The summary dict (also in `<split>-summary.json`).
 
     Raises:
-        ValueError: on an empty or invalid JSON, invalid arguments, or any
-            bad input when `strict`.
+        ValueError: on an empty or invalid JSON, invalid arguments, no
+            usable label (annotation), too many rejected ones (more than
+            `max_rejected_fraction`), no image stored, or any bad input
+            when `strict`.
     """
     start = time.perf_counter()
-    problems = writer.Problems(strict)
+    options = writer.WriterOptions.resolve(
+        options, "convert_lvis", **writer_options
+    )
     data = _load_json(annotations_json)
     return _convert(
-        "lvis",
-        data,
-        os.fspath(annotations_json),
-        images_dir,
-        output_dir,
-        num_shards,
-        problems,
-        start,
-        split=split,
-        resize_short_side=resize_short_side,
-        strict=strict,
-        num_workers=num_workers,
-        verbose=verbose,
-        jpeg_quality=jpeg_quality,
-        validate_images=validate_images,
+        "lvis", data, annotations_json, images_dir, output_dir, options, start
     )

@@ -4,6 +4,8 @@ import array
 import csv
 import os
 
+import tensorflow as tf
+
 from keras_csl.data import writer
 
 _FILE_BITS = 6
@@ -79,7 +81,7 @@ class LabelTable:
         Identical duplicate rows count in `duplicate_rows`. A class given
         both values for one image is a conflict: it is reported (at the
         first row that disagrees with the image's first row for that class)
-        and left un-annotated.
+        and left un-annotated; all its rows count as rejected label rows.
         """
         for image_id in sorted(self._rows):
             entries = self._rows.pop(image_id)
@@ -109,12 +111,13 @@ class LabelTable:
                     )
                     first_file, first_line = self.where(group[0] & _LOC_MASK)
                     other_file, other_line = self.where(other & _LOC_MASK)
-                    problems.add(
+                    problems.reject_labels(
                         other_file,
                         other_line,
                         f"{image_id},{class_ids[class_index]},{1 - first_value}",
                         f"conflicting duplicate (value {first_value} at "
                         f"{first_file}, line {first_line}; left un-annotated)",
+                        count=len(group),
                     )
                 start = stop
             yield image_id, file, line, positive, negative
@@ -189,3 +192,26 @@ def read_class_subset(path, class_ids, display_names, problems):
     if not subset_ids:
         raise ValueError(f"{path}: no known class found in the class list.")
     return subset_ids, subset_names
+
+
+def first_rows(paths, limit=3):
+    """`"a.csv starts with 'x,y'; b.csv ..."`: the first row of each file.
+
+    For error messages that say what a label file looked like; files
+    beyond `limit` are counted, not read.
+    """
+    described = []
+    for path in paths[:limit]:
+        try:
+            with writer.open_text(path) as f:
+                row = next(csv.reader(f), None)
+        except (OSError, UnicodeDecodeError, tf.errors.OpError) as error:
+            described.append(f"{path} could not be read ({error})")
+            continue
+        text = ",".join(row) if row else ""
+        described.append(
+            f"{path} starts with {text[:200]!r}" if row else f"{path} is empty"
+        )
+    if len(paths) > limit:
+        described.append(f"and {len(paths) - limit} more files")
+    return "; ".join(described)

@@ -11,7 +11,30 @@ from keras_csl.data.converters import common
 logger = logging.getLogger(__name__)
 
 _COLUMNS = ("ImageID", "Source", "LabelName", "Confidence")
+_REQUIRED = ("ImageID", "LabelName", "Confidence")
 _CONFIDENCE = {"1": 1, "0": 0}
+EXPECTED = (
+    "label CSVs with the header ImageID,Source,LabelName,Confidence (columns "
+    "in any order, Source optional) or headerless rows of these 4 columns in "
+    "this order, Confidence 1 or 0, LabelName a class of the classes file"
+)
+# What `python -m keras_csl.data.convert openimages --help` says of the input.
+INPUT_HELP = """\
+Label CSVs (--labels_csv, repeatable, read in order):
+  ImageID,Source,LabelName,Confidence
+  A header row with these names (any order, any case; Source may be left
+  out), or headerless rows of these 4 columns in this order. Confidence 1 =
+  verified present, 0 = verified absent; every class an image has no row
+  for is un-annotated. Rows of classes outside --trainable_classes_csv are
+  dropped and counted; rows with an unknown LabelName, another Confidence
+  or too few columns are rejected and reported.
+Classes (--classes_csv): LabelName,DisplayName rows, header optional: the
+  class set, in file order.
+Trainable classes (--trainable_classes_csv, optional): one LabelName a
+  line; restricts the classes to these, in this order.
+Images (--images_dir): <images_dir>/<ImageID>.jpg (JPEG, PNG or any format
+  TensorFlow decodes, whatever the extension).
+"""
 
 
 def convert_openimages(
@@ -19,33 +42,32 @@ def convert_openimages(
     classes_csv,
     images_dir,
     output_dir,
-    num_shards,
+    options=None,
+    *,
     trainable_classes_csv=None,
-    split="train",
-    resize_short_side=None,
-    strict=False,
-    num_workers=None,
-    verbose=1,
-    jpeg_quality=90,
-    validate_images=True,
+    **writer_options,
 ):
     """Converts OpenImages image-level labels to sharded TFRecords.
 
     Reads the human-verified label CSVs (`ImageID,Source,LabelName,
     Confidence`: 1 = positive, 0 = verified negative; streamed, holding
     about 600 bytes per image, some 5.6 GB for the 9M images of the full
-    train file), keyed by `LabelName` (MID): every
-    class an image has no row for is un-annotated. The class set is the
-    class-descriptions file (`LabelName,DisplayName`, with or without the
-    header), in its order, or the trainable-classes list (one MID per line)
-    in its order. Images are `<images_dir>/<ImageID>.jpg`.
+    train file), keyed by `LabelName` (MID): every class an image has no
+    row for is un-annotated. The class set is the class-descriptions file
+    (`LabelName,DisplayName`, with or without the header), in its order,
+    or the trainable-classes list (one MID per line) in its order. Images
+    are `<images_dir>/<ImageID>.jpg`. `INPUT_HELP` spells the columns out.
 
     Rows for a known class outside the trainable list are dropped and
     counted (`inputs.rows_not_trainable`); rows with an unknown MID, bad
     Confidence or too few columns, and images that are missing or cannot be
-    decoded, are skipped and listed in `<split>-report.csv`. Images keep
-    their remaining labels; an image whose rows were all dropped is kept
-    with every class un-annotated.
+    decoded, are skipped, listed in `<split>-report.csv` and summed up in
+    one WARNING line per kind. Images keep their remaining labels; an image
+    whose rows were all dropped is kept with every class un-annotated. The
+    conversion refuses to write (before any image is read) when no label
+    row is usable, or when more than `max_rejected_fraction` of them are
+    rejected; the message names the expected header and each file's first
+    row.
 
     See `keras_csl.data.writer` for the shard layout, resumption and the
     output files.
@@ -56,8 +78,8 @@ def convert_openimages(
     summary = keras_csl.data.convert_openimages(
         ["oidv6-train-annotations-human-imagelabels.csv"],
         "oidv6-class-descriptions.csv", "/data/oi/train", "/data/oi-tfr",
-        num_shards=1024, trainable_classes_csv="oidv6-classes-trainable.txt",
-        resize_short_side=256)
+        trainable_classes_csv="oidv6-classes-trainable.txt",
+        num_shards=1024, resize_short_side=256)
     summary["images"], summary["num_classes"]
     ```
 
@@ -67,31 +89,29 @@ def convert_openimages(
         classes_csv: the class-descriptions CSV.
         images_dir: folder of `<ImageID>.jpg` files.
         output_dir: output folder (created if needed).
-        num_shards: number of TFRecord shards.
+        options: a `keras_csl.data.WriterOptions`, or `None`.
         trainable_classes_csv: optional list of MIDs restricting the classes.
-        split: name prefix of the output files.
-        resize_short_side: if set, images with a larger short side are
-            resized to it and re-encoded as JPEG (the authors used 256).
-        strict: raise `ValueError` on the first bad input instead of
-            skipping and reporting it.
-        num_workers: worker processes; 1 writes in this process. The
-            default is `min(CPUs, images to write // 1000, shards to
-            write)`, at least 1 (`writer.write_dataset`).
-        verbose: 1 shows a progress bar.
-        jpeg_quality: quality of re-encoded JPEGs.
-        validate_images: decode each image to check it.
+        **writer_options: fields of `WriterOptions` by keyword
+            (`num_shards` is required, `split`, `resize_short_side`,
+            `jpeg_quality`, `validate_images`, `strict`,
+            `max_rejected_fraction`, `num_workers`, `verbose`).
 
     Returns:
         The summary dict (also in `<split>-summary.json`).
 
     Raises:
         ValueError: on invalid arguments, an empty classes file, a label
-            file without the expected columns, or any bad input when
-            `strict`. The message names the file, line and value.
+            file whose first row is neither the header nor a label row,
+            no usable label row, too many rejected label rows, no image
+            stored, or any bad input when `strict`. The message names the
+            file, line and value.
     """
     start = time.perf_counter()
+    options = writer.WriterOptions.resolve(
+        options, "convert_openimages", **writer_options
+    )
     labels_csv = common.as_list(labels_csv)
-    problems = writer.Problems(strict)
+    problems = writer.Problems(options.strict)
     class_ids, names = common.read_class_descriptions(classes_csv, problems)
     described = set(class_ids)
     if trainable_classes_csv:
@@ -116,14 +136,23 @@ def convert_openimages(
                 source_line=line,
             )
         )
+    label_rows = writer.check_label_rows(
+        problems,
+        counts["rows"],
+        options.max_rejected_fraction,
+        expected=EXPECTED,
+        found=common.first_rows(labels_csv),
+        dropped=counts["rows_not_trainable"],
+    )
     counts["duplicate_rows"] = table.duplicate_rows
     counts["images_without_annotations"] = sum(
         1 for item in items if not item.positive and not item.negative
     )
     read_seconds = time.perf_counter() - start
     logger.info(
-        "Read %d label rows for %d images and %d classes in %.1f s.",
+        "Read %d label rows (%d usable) for %d images and %d classes in %.1f s.",
         counts["rows"],
+        label_rows["usable"],
         len(items),
         len(class_ids),
         read_seconds,
@@ -133,19 +162,13 @@ def convert_openimages(
         class_ids,
         names,
         output_dir,
-        num_shards,
+        options,
         problems=problems,
-        split=split,
-        resize_short_side=resize_short_side,
-        jpeg_quality=jpeg_quality,
-        validate_images=validate_images,
-        strict=strict,
-        num_workers=num_workers,
-        verbose=verbose,
         summary_extra={
             "format": "openimages",
             "inputs": dict(
                 counts,
+                label_rows=label_rows,
                 labels_csv=labels_csv,
                 classes_csv=os.fspath(classes_csv),
                 trainable_classes_csv=trainable_classes_csv
@@ -157,6 +180,24 @@ def convert_openimages(
     )
 
 
+def _columns(path, first):
+    """`(image, label, confidence)` column indices and whether `first` is a header.
+
+    Raises:
+        ValueError: if the first row is neither the header nor a label row.
+    """
+    names = [cell.strip().lower() for cell in first]
+    if all(column.lower() in names for column in _REQUIRED):
+        return [names.index(column.lower()) for column in _REQUIRED], True
+    if len(first) == len(_COLUMNS) and _parse_confidence(first[3].strip()) is not None:
+        return [0, 2, 3], False
+    raise ValueError(
+        f"{path}, line 1: expected the header {','.join(_COLUMNS)} (columns in "
+        f"any order, Source optional) or a label row of these {len(_COLUMNS)} "
+        f"columns in this order. Received: {','.join(first)!r}"
+    )
+
+
 def _read_labels(path, file_index, class_index, described, table, problems, counts):
     with writer.open_text(path) as f:
         reader = csv.reader(f)
@@ -164,34 +205,25 @@ def _read_labels(path, file_index, class_index, described, table, problems, coun
         if first is None or not any(cell.strip() for cell in first):
             problems.add(path, 1, "", "empty file")
             return
-        if all(column in first for column in ("ImageID", "LabelName", "Confidence")):
-            columns = [first.index(c) for c in ("ImageID", "LabelName", "Confidence")]
-            rows = reader
-        elif len(first) == len(_COLUMNS):
-            columns = [0, 2, 3]
-            rows = _chain(first, reader)
-        else:
-            raise ValueError(
-                f"{path}, line 1: expected the header "
-                f"{','.join(_COLUMNS)} or rows of {len(_COLUMNS)} columns. "
-                f"Received: {first!r}"
-            )
+        columns, has_header = _columns(path, first)
+        rows = reader if has_header else _chain(first, reader)
         image_col, label_col, confidence_col = columns
         width = max(columns) + 1
         num_rows = 0
         for row in rows:
             line = reader.line_num
-            if len(row) < width or not row[image_col]:
-                if any(cell.strip() for cell in row):
-                    problems.add(path, line, ",".join(row), "malformed row")
+            if not any(cell.strip() for cell in row):
                 continue
             num_rows += 1
+            if len(row) < width or not row[image_col]:
+                problems.reject_labels(path, line, ",".join(row), "malformed row")
+                continue
             image_id = row[image_col]
             value = _CONFIDENCE.get(row[confidence_col])
             if value is None:
                 value = _parse_confidence(row[confidence_col])
                 if value is None:
-                    problems.add(
+                    problems.reject_labels(
                         path, line, ",".join(row), "invalid Confidence (not 0 or 1)"
                     )
                     table.touch(image_id, file_index, line)
@@ -201,7 +233,9 @@ def _read_labels(path, file_index, class_index, described, table, problems, coun
                 if row[label_col] in described:
                     counts["rows_not_trainable"] += 1
                 else:
-                    problems.add(path, line, row[label_col], "unknown class id")
+                    problems.reject_labels(
+                        path, line, row[label_col], "unknown class id"
+                    )
                 table.touch(image_id, file_index, line)
                 continue
             table.add(image_id, index, value, file_index, line)
