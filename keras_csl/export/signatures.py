@@ -21,8 +21,8 @@ catches a failing element and goes on: each image is decoded in a dataset
 training, so serving cannot drift from it), the failing ones are dropped,
 and the index carried with each image says which ones survived. The dataset
 is read with `get_single_element()` (one batch, padded by a sentinel
-element so that it is never empty); `Dataset.reduce` would also work but
-cost tens of milliseconds per call. These are core TensorFlow ops: the
+element so that it is never empty; `Dataset.reduce` also works but was
+much slower per call when tried). These are core TensorFlow ops: the
 SavedModel runs with `tf.saved_model.load`, with `saved_model_cli run` (the
 session loader TF Serving uses) and without keras-csl installed.
 """
