@@ -105,3 +105,22 @@ def test_export_names_a_classes_csv_of_the_wrong_length(tmp_path):
     ):
         export_model(str(run / "best.keras"), tmp_path / "export", classes_csv)
     assert not os.path.exists(tmp_path / "export")
+
+
+def test_names_kept_in_keras_csl_export(tmp_path):
+    """Code written before keras_csl.inference still imports and works."""
+    import keras_csl
+    from keras_csl import export
+    from keras_csl import inference
+    from keras_csl.inference import legacy
+
+    assert export.Predictor is inference.Predictor
+    assert export.load_predictor is inference.load_predictor
+    assert export.training_run_settings is legacy.training_run_settings
+    assert keras_csl.inference is inference
+    run, _ = _legacy_run(tmp_path, dict(resize_mode="crop"))
+    with pytest.warns(DeprecationWarning, match="resolve_training_settings"):
+        settings = export.resolve_training_settings(run / "best.keras")
+    assert settings == (str(tmp_path / "data" / "classes.csv"), "crop", True)
+    with pytest.raises(AttributeError, match="no attribute 'predictor'"):
+        export.predictor  # the old module is gone
