@@ -57,10 +57,32 @@ def default_card(num_classes, image_size, source):
     return card
 
 
-def card_of_model(model, image_size, source):
-    """The card inside `model`, else `default_card` (with its warning)."""
+def warn_if_placeholder(card, source, classes_given=False):
+    """Warns that `card` is `build_model`'s placeholder, unless classes are given.
+
+    A placeholder card was never told the classes or the preprocessing of
+    training: using it as it is names the classes by index and assumes the
+    default preprocessing, which the warning says.
+    """
+    if is_default_card(card) and not classes_given:
+        logger.warning(
+            "%s has only the placeholder model card of build_model: classes "
+            "named by index (0-%d), resize_mode=%r, jpeg_downscale=%r. Give "
+            "the model its card with keras_csl.models.set_model_card (or pass "
+            "the classes and settings of training).", source,
+            card.num_classes - 1, card.resize_mode, card.jpeg_downscale,
+        )
+
+
+def card_of_model(model, image_size, source, classes_given=False):
+    """The card inside `model`, else `default_card` (with its warning).
+
+    A placeholder card is returned with a warning (`warn_if_placeholder`),
+    unless `classes_given` says the caller overrides its classes.
+    """
     card = get_model_card(model)
     if card is not None:
+        warn_if_placeholder(card, source, classes_given)
         return card
     num_classes = int(model.outputs[0].shape[-1])
     return default_card(num_classes, image_size, source)

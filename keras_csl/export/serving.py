@@ -160,7 +160,9 @@ def export_for_serving(
     num_classes, image_size = signatures.check_model(model, image_size)
     source = f"model {model.name!r}"
     if card is None:
-        card = cards.card_of_model(model, image_size, source)
+        card = cards.card_of_model(
+            model, image_size, source, classes_given=class_ids is not None
+        )
     elif not isinstance(card, ModelCard):
         raise ValueError(
             "Invalid value for argument `card`. Expected a ModelCard. "

@@ -28,7 +28,9 @@ RUN_MODEL_FILE = "best.keras"
 _SETTINGS = ("resize_mode", "jpeg_downscale")
 
 
-def card_from_training_run(model_path, card, num_classes, image_size):
+def card_from_training_run(
+    model_path, card, num_classes, image_size, classes_given=False
+):
     """The card of a model without a real one, from its training run.
 
     Called for a `.keras` file with no card, or with the placeholder card of
@@ -44,6 +46,8 @@ def card_from_training_run(model_path, card, num_classes, image_size):
         card: its card (a placeholder) or None.
         num_classes: the model's number of outputs.
         image_size: the model's input size.
+        classes_given: whether the caller overrides the classes (no
+            warning about a placeholder's index names then).
 
     Returns:
         A `ModelCard`.
@@ -58,6 +62,7 @@ def card_from_training_run(model_path, card, num_classes, image_size):
     if _run_config(os.path.dirname(model_path)) is None:
         if card is None:
             return cards.default_card(num_classes, image_size, model_path)
+        cards.warn_if_placeholder(card, model_path, classes_given)
         return card
     if card is None:
         card = ModelCard(
@@ -70,8 +75,9 @@ def card_from_training_run(model_path, card, num_classes, image_size):
         )
     card = card.replace(**changes)
     logger.warning(
-        "%s has no model card (saved before keras-csl wrote one): using its "
-        "training run's %s: resize_mode=%r%s, jpeg_downscale=%r%s, classes %s. "
+        "%s has no model card of its own (saved before keras-csl wrote "
+        "cards): using its training run's %s: resize_mode=%r%s, "
+        "jpeg_downscale=%r%s, classes %s. "
         "Save the model again with keras_csl.models.set_model_card to make it "
         "self-describing.", model_path, RUN_CONFIG_FILE, card.resize_mode,
         "" if "resize_mode" in found else " (default)", card.jpeg_downscale,

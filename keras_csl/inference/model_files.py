@@ -85,7 +85,10 @@ def load_model_with_card(
     num_classes, image_size = signatures.check_model(model)
     card = get_model_card(model)
     if card is None or cards.is_default_card(card):
-        card = legacy.card_from_training_run(model_path, card, num_classes, image_size)
+        card = legacy.card_from_training_run(
+            model_path, card, num_classes, image_size,
+            classes_given=bool(classes_csv),
+        )
     card = cards.override_card(
         card, model_path, classes_csv=classes_csv, resize_mode=resize_mode,
         jpeg_downscale=jpeg_downscale, from_logits=from_logits,

@@ -132,7 +132,9 @@ class Predictor:
         num_classes, image_size = signatures.check_model(model)
         source = source or model.name
         if card is None:
-            card = cards.card_of_model(model, image_size, source)
+            card = cards.card_of_model(
+                model, image_size, source, classes_given=class_ids is not None
+            )
         card = cards.override_card(
             card, source, class_ids=class_ids, display_names=display_names,
             resize_mode=resize_mode, jpeg_downscale=jpeg_downscale,

@@ -69,10 +69,19 @@ def test_default_cards(caplog):
     named = ModelCard(image_size=32, class_ids=("0", "1"), source="converted")
     assert not cards.is_default_card(named)
 
-    # Overriding a placeholder card is the expected use: INFO, not WARNING.
+    # A placeholder used as it is gets a warning; not when classes are given.
+    caplog.clear()
     with caplog.at_level(logging.INFO, logger="keras_csl.export.cards"):
-        cards.override_card(cards.card_of_model(model, 32, "m"), "m",
-                            resize_mode="crop")
+        placeholder = cards.card_of_model(model, 32, "m.keras")
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+    assert "m.keras has only the placeholder model card of build_model" in (
+        caplog.text
+    )
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="keras_csl.export.cards"):
+        cards.card_of_model(model, 32, "m.keras", classes_given=True)
+        # Overriding a placeholder card is the expected use: INFO, not WARNING.
+        cards.override_card(placeholder, "m", resize_mode="crop")
     assert [r.levelno for r in caplog.records] == [logging.INFO]
 
     caplog.clear()

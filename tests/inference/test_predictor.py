@@ -224,8 +224,8 @@ def test_a_model_without_card_in_a_run_uses_the_runs_settings(tmp_path, caplog, 
         with caplog.at_level(logging.WARNING, logger="keras_csl.inference.legacy"):
             predictor = load_predictor(path)
         assert (
-            f"{run / 'best.keras'} has no model card (saved before keras-csl "
-            "wrote one): using its training run's config.json: "
+            f"{run / 'best.keras'} has no model card of its own (saved before "
+            "keras-csl wrote cards): using its training run's config.json: "
             "resize_mode='pad', jpeg_downscale=False, classes from "
             f"{data / 'classes.csv'}"
         ) in caplog.text
@@ -266,6 +266,15 @@ def test_run_folders_without_settings_and_real_cards(tmp_path, caplog):
     predictor = load_predictor(run)
     assert predictor.resize_mode == "crop" and predictor.display_names == NAMES
     assert predictor.jpeg_downscale is True  # the run did not set it
+
+    # The placeholder card alone (no run folder): used, with a warning.
+    placeholder.save(tmp_path / "placeholder.keras")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        predictor = load_predictor(tmp_path / "placeholder.keras")
+    assert "has only the placeholder model card of build_model: classes " \
+        "named by index (0-2), resize_mode='squash'" in caplog.text
+    assert predictor.class_ids == ["0", "1", "2"]
 
     # A real card wins over the run folder, which is not read at all.
     carded = set_model_card(placeholder, ModelCard(

@@ -221,7 +221,8 @@ def test_assumed_settings_are_never_silent(tmp_path, model, caplog):
     with caplog.at_level(logging.WARNING):
         predictor = load_predictor(run)
     assert predictor.resize_mode == "crop"
-    assert "has no model card (saved before keras-csl wrote one)" in caplog.text
+    assert "has no model card of its own (saved before keras-csl wrote cards)" \
+        in caplog.text
     assert "classes named by index (no classes.csv" in caplog.text
 
     caplog.clear()
