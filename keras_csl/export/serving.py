@@ -83,8 +83,8 @@ IMAGES_INPUT = "images"
 METADATA_DIR = "assets.extra"
 METADATA_FILE = "export_metadata.json"
 CARD_FILE = "model_card.json"
-# The fields of the card that exports made before model cards (keras-csl
-# 0.x) kept in export_metadata.json.
+# The fields of the card that exports made before model cards kept in
+# export_metadata.json.
 _LEGACY_CARD_FIELDS = (
     "image_size", "class_ids", "display_names", "resize_mode",
     "jpeg_downscale", "from_logits",

@@ -220,8 +220,18 @@ class Predictor:
         Raises:
             InvalidImageError: (a `ValueError`) naming the indices of the
                 undecodable files, unless `return_valid`.
+            ValueError: for an entry that is not `bytes` (e.g. a path).
         """
-        encoded = np.asarray(list(encoded), dtype=object).reshape(-1)
+        encoded = list(encoded)
+        for index, value in enumerate(encoded):
+            if not isinstance(value, bytes):
+                raise ValueError(
+                    "Invalid value for argument `encoded`. Expected the bytes "
+                    "of encoded image files (e.g. open(path, 'rb').read()). "
+                    f"Received: {type(value).__name__} at index {index}: "
+                    f"{str(value)[:80]!r}"
+                )
+        encoded = np.asarray(encoded, dtype=object).reshape(-1)
         _check_batch_size(batch_size)
         probabilities, valid = [], []
         for start in range(0, len(encoded), batch_size):

@@ -134,6 +134,12 @@ def test_predictor_raises_or_flags(model, export):
         assert not probabilities[[1, 3]].any()
 
 
+def test_predict_encoded_rejects_paths(model):
+    """Input: a path instead of the file's bytes. Error: ValueError."""
+    with pytest.raises(ValueError, match="Received: str at index 1: 'photo.jpg'"):
+        Predictor.from_keras_model(model).predict_encoded([JPEG, "photo.jpg"])
+
+
 @pytest.mark.parametrize("images, message", [
     (np.zeros([2, SIZE + 1, SIZE, 3]), r"Expected shape \[N, 24, 24, 3\]"),
     (np.zeros([SIZE, SIZE, 3]), r"Expected shape"),
