@@ -2,7 +2,7 @@
 
     python benchmarks/serving_latency.py                  # tiny + ResNet50, 224 px
     python benchmarks/serving_latency.py --models=tiny --calls=50
-    python benchmarks/serving_latency.py --quick          # seconds: a smoke run
+    python benchmarks/serving_latency.py --quick          # a smoke run
 
 One run measures side by side, in this process (`tf.saved_model.load`, no
 network, no TF Serving batching):
@@ -24,8 +24,9 @@ interleaved rounds (the table shows the median of the rounds, the range in
 brackets). The machine line gives the CPU count and the load average:
 numbers from a loaded machine are upper bounds.
 
-Expected time: about 3 minutes on 2 idle cores (most of it the ResNet50);
-`--quick` takes about 20 s.
+Expected time: a few minutes on 2 idle cores (the ResNet50 calls
+dominate; not yet timed on an idle machine); `--quick` took 29 s on a
+loaded 2-core machine.
 """
 
 import os
