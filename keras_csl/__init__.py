@@ -3,8 +3,9 @@
 Losses, priors, metrics and callbacks use `keras.ops` only and run on the
 TensorFlow, JAX and PyTorch backends, and so do the models
 (`keras_csl.models`). The TensorFlow-only parts (the TFRecord data pipeline,
-export for TF Serving, distributed training) are imported on first use:
-`keras_csl.data`, `keras_csl.export`, `keras_csl.training`.
+export for TF Serving, inference, distributed training) are imported on
+first use: `keras_csl.data`, `keras_csl.export`, `keras_csl.inference`,
+`keras_csl.training`.
 """
 
 import importlib
@@ -18,7 +19,7 @@ from keras_csl.losses import AsymmetricLoss
 from keras_csl.losses import ClassAwareSelectiveLoss
 from keras_csl.version import __version__
 
-_LAZY_MODULES = ("data", "export", "training")
+_LAZY_MODULES = ("data", "export", "inference", "training")
 
 
 def __getattr__(name):

@@ -7,7 +7,12 @@ expects under its `--model_base_path`:
       3/
         saved_model.pb
         variables/
-        assets.extra/export_metadata.json   (classes, image size, ...)
+        assets.extra/model_card.json        (the model card: classes, ...)
+        assets.extra/export_metadata.json   (versions, signatures, top_k)
+
+Everything the export needs comes from the model's card
+(`keras_csl.models.ModelCard`): image size, resize mode, JPEG downscale,
+from-logits, class ids and display names; arguments override it.
 
 Two signatures (`SIGNATURES`):
 
@@ -15,19 +20,22 @@ Two signatures (`SIGNATURES`):
   JPEG/PNG/GIF/BMP files (any size, colour or grayscale). The bytes are
   turned into model input by `keras_csl.data.preprocessing.preprocess_encoded`,
   the function the training and evaluation pipelines use, so serving cannot
-  drift from training.
+  drift from training. A file that cannot be decoded does not fail the
+  batch: its row says `valid = False` (`keras_csl.export.signatures`).
 - `serve_images`: input `images`, float32 `[N, S, S, 3]` RGB in [0, 255]
-  (already decoded and resized, e.g. by that same function).
+  (already decoded and resized, e.g. by that same function); an image with
+  a non-finite pixel is invalid.
 
 Both return the same outputs (`OUTPUT_KEYS`), `N` rows each:
 
 | key | dtype | shape | meaning |
 |---|---|---|---|
-| `probabilities` | float32 | `[N, C]` | sigmoid of the logits, one per class |
-| `top_k_indices` | int32 | `[N, k]` | class indices, highest probability first |
-| `top_k_scores` | float32 | `[N, k]` | their probabilities |
-| `top_k_class_ids` | string | `[N, k]` | their class ids (e.g. OpenImages MIDs) |
-| `top_k_names` | string | `[N, k]` | their display names (UTF-8) |
+| `probabilities` | float32 | `[N, C]` | sigmoid of the logits; zeros for an invalid image |
+| `top_k_indices` | int32 | `[N, k]` | class indices, highest probability first; -1 for an invalid image |
+| `top_k_scores` | float32 | `[N, k]` | their probabilities; 0 for an invalid image |
+| `top_k_class_ids` | string | `[N, k]` | their class ids (e.g. OpenImages MIDs); "" for an invalid image |
+| `top_k_names` | string | `[N, k]` | their display names (UTF-8); "" for an invalid image |
+| `valid` | bool | `[N]` | False where an image could not be decoded (or had non-finite pixels) |
 
 with `k = min(top_k, C)`. An empty batch (`N = 0`) gives empty outputs of
 those shapes: the model is not called on it, since a convolution on an
@@ -39,7 +47,7 @@ custom objects. Loading it back in Python:
 ```python
 serving = tf.saved_model.load("exports/coco/3")
 outputs = serving.signatures["serving_default"](
-    image_bytes=tf.constant([open("cat.jpg", "rb").read()])
+    image_bytes=tf.constant([open("photo.jpg", "rb").read()])
 )
 ```
 """
@@ -52,8 +60,12 @@ import uuid
 import keras
 import tensorflow as tf
 
-from keras_csl.data.preprocessing import preprocess_encoded
-from keras_csl.data.preprocessing import RESIZE_MODES
+from keras_csl.export import cards
+from keras_csl.export import signatures
+from keras_csl.export.signatures import OUTPUT_KEYS
+from keras_csl.export.versions import latest_version_path
+from keras_csl.export.versions import next_version
+from keras_csl.models.card import ModelCard
 from keras_csl.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -65,33 +77,41 @@ SIGNATURES = (BYTES_SIGNATURE, IMAGES_SIGNATURE)
 # `_bytes` suffix is the convention of Google's prediction services.
 BYTES_INPUT = "image_bytes"
 IMAGES_INPUT = "images"
-OUTPUT_KEYS = (
-    "probabilities",
-    "top_k_indices",
-    "top_k_scores",
-    "top_k_class_ids",
-    "top_k_names",
-)
 # `assets.extra/` is the SavedModel folder for files that the graph does
 # not use (TF Serving reads its warm-up requests from there); the loaders
 # and TF Serving ignore what else it holds.
 METADATA_DIR = "assets.extra"
 METADATA_FILE = "export_metadata.json"
+CARD_FILE = "model_card.json"
+# The fields of the card that exports made before model cards kept in
+# export_metadata.json.
+_LEGACY_CARD_FIELDS = (
+    "image_size", "class_ids", "display_names", "resize_mode",
+    "jpeg_downscale", "from_logits",
+)
 
 
 def export_for_serving(
     model,
     export_dir,
-    class_ids,
+    class_ids=None,
     display_names=None,
     image_size=None,
     version=None,
     top_k=10,
-    resize_mode="squash",
-    jpeg_downscale=True,
-    from_logits=True,
+    resize_mode=None,
+    jpeg_downscale=None,
+    from_logits=None,
+    card=None,
 ):
     """Writes `model` as a TF Serving SavedModel in `<export_dir>/<version>/`.
+
+    The classes and the preprocessing come from the model's card
+    (`keras_csl.models.get_model_card`, or `card`); an argument that is
+    given overrides the card's field (logged). A model without a card gets
+    the documented defaults (classes named by index, `"squash"`, True,
+    True) with a warning. The card used is written to
+    `assets.extra/model_card.json`, so a serving client can read it.
 
     The model is exported with the weights it holds now. A training run's
     `best.keras` holds the better of its raw and averaged (EMA) weights
@@ -106,11 +126,8 @@ def export_for_serving(
     Example:
 
     ```python
-    import keras_csl.models  # registers the package's layers
-
-    model = keras.saving.load_model("runs/coco/best.keras")
-    class_ids, names = keras_csl.data.read_classes_csv("data/coco/classes.csv")
-    path = export_for_serving(model, "exports/coco", class_ids, names)
+    model = keras_csl.models.load_model("coco.keras")  # holds its card
+    path = export_for_serving(model, "exports/coco")
     # path == "exports/coco/1"; the next export goes to "exports/coco/2".
     ```
 
@@ -118,45 +135,55 @@ def export_for_serving(
         model: a `keras.Model` from float32 RGB images `[N, S, S, 3]` in
             [0, 255] to `[N, C]` logits (`keras_csl.models.build_model`).
         export_dir: the model base path of TF Serving (created if needed).
-        class_ids: `C` class ids (strings), in output order.
-        display_names: `C` display names; defaults to `class_ids`.
-        image_size: side `S` of the model input; defaults to the model's
-            static input shape.
+        class_ids: `C` class ids (strings), in output order; default: the
+            card's.
+        display_names: `C` display names; default: the card's (or the
+            class ids given).
+        image_size: side `S` of the model input; default: the model's
+            static input shape (checked against the card).
         version: positive int; defaults to one more than the largest
             numeric folder in `export_dir` (1 in an empty one).
         top_k: number of top classes returned per image (clamped to `C`).
-        resize_mode: `"squash"`, `"pad"` or `"crop"`: as in training
-            (`keras_csl.data.preprocessing`).
-        jpeg_downscale: as in training: decode large JPEGs at reduced
-            scale first.
+        resize_mode: `"squash"`, `"pad"` or `"crop"`; default: the card's.
+        jpeg_downscale: default: the card's.
         from_logits: whether the model outputs logits (sigmoid applied in
-            the signature) or probabilities already.
+            the signature) or probabilities already; default: the card's.
+        card: a `ModelCard` to use instead of the model's own.
 
     Returns:
         The path of the version folder.
 
     Raises:
-        ValueError: on a mismatch between the model and the arguments, or
-            an existing version folder.
+        ValueError: on a mismatch between the model, the card and the
+            arguments, or an existing version folder.
     """
-    num_classes, image_size = _check_model(model, image_size)
-    class_ids = _check_strings(class_ids, num_classes, "class_ids")
-    display_names = (
-        list(class_ids) if display_names is None
-        else _check_strings(display_names, num_classes, "display_names")
+    num_classes, image_size = signatures.check_model(model, image_size)
+    source = f"model {model.name!r}"
+    if card is None:
+        card = cards.card_of_model(
+            model, image_size, source, classes_given=class_ids is not None
+        )
+    elif not isinstance(card, ModelCard):
+        raise ValueError(
+            "Invalid value for argument `card`. Expected a ModelCard. "
+            f"Received: card of type {type(card).__name__}"
+        )
+    card = cards.override_card(
+        card, source, class_ids=class_ids, display_names=display_names,
+        resize_mode=resize_mode, jpeg_downscale=jpeg_downscale,
+        from_logits=from_logits,
     )
+    card.check_model(model)
+    if card.image_size != image_size:
+        raise ValueError(
+            "Invalid value for argument `image_size`. Expected the card's "
+            f"image_size {card.image_size}. Received: image_size={image_size}"
+        )
     if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
         raise ValueError(
             "Invalid value for argument `top_k`. Expected an integer >= 1. "
             f"Received: top_k={top_k!r}"
         )
-    if resize_mode not in RESIZE_MODES:
-        raise ValueError(
-            f"Invalid value for argument `resize_mode`. Expected one of "
-            f"{RESIZE_MODES}. Received: resize_mode={resize_mode!r}"
-        )
-    _check_bool("jpeg_downscale", jpeg_downscale)
-    _check_bool("from_logits", from_logits)
     export_dir = os.fspath(export_dir)
     tf.io.gfile.makedirs(export_dir)
     if version is None:
@@ -175,24 +202,70 @@ def export_for_serving(
         )
 
     k = min(top_k, num_classes)
+    archive = _make_archive(model, card, k)
+    metadata = dict(
+        format="keras_csl_serving",
+        keras_csl_version=__version__,
+        tensorflow_version=tf.__version__,
+        keras_version=keras.__version__,
+        model_name=model.name,
+        version=version,
+        model_card=CARD_FILE,
+        signatures={
+            BYTES_SIGNATURE: dict(inputs={BYTES_INPUT: "string [N]"}),
+            IMAGES_SIGNATURE: dict(
+                inputs={IMAGES_INPUT: f"float32 [N, {image_size}, {image_size}, 3]"}
+            ),
+        },
+        outputs=list(OUTPUT_KEYS),
+        top_k=k,
+    )
+    staging = os.path.join(export_dir, f"tmp-{version}-{uuid.uuid4().hex[:8]}")
+    try:
+        archive.write_out(staging, verbose=False)
+        extra = os.path.join(staging, METADATA_DIR)
+        tf.io.gfile.makedirs(extra)
+        with tf.io.gfile.GFile(os.path.join(extra, METADATA_FILE), "w") as f:
+            json.dump(metadata, f, indent=1, ensure_ascii=False)
+        with tf.io.gfile.GFile(os.path.join(extra, CARD_FILE), "w") as f:
+            f.write(card.to_json())
+        tf.io.gfile.rename(staging, path)
+    finally:
+        if tf.io.gfile.exists(staging):
+            tf.io.gfile.rmtree(staging)
+    logger.info(
+        "Exported %s (%d classes, %d px, %s, top %d) for TF Serving to %s",
+        model.name, num_classes, image_size, card.resize_mode, k, path,
+    )
+    return path
+
+
+def _make_archive(model, card, k):
+    """The `ExportArchive` with the two signatures of `card`'s settings."""
     archive = keras.export.ExportArchive()
     # No `archive.track(model)`: the endpoints' variables are saved anyway,
     # and tracking the model too saves every weight twice (Keras 3.15,
     # like `model.export`), doubling the SavedModel. The model holds no
     # lookup table, the one resource that needs tracking.
-    outputs_fn = _make_outputs_fn(
-        model, num_classes, k, class_ids, display_names, from_logits
+    probabilities_fn = signatures.make_probabilities_fn(
+        model, card.num_classes, card.from_logits
     )
+    outputs_fn = signatures.make_outputs_fn(card.class_ids, card.display_names, k)
 
     def serve_bytes(image_bytes):
-        images = preprocess_encoded(
-            image_bytes, image_size, mode=resize_mode, jpeg_downscale=jpeg_downscale
+        images, indices, valid = signatures.decode_valid_images(
+            image_bytes, card.image_size, card.resize_mode, card.jpeg_downscale
         )
-        return outputs_fn(images)
+        probabilities = signatures.scatter_rows(
+            probabilities_fn(images), indices, tf.shape(image_bytes)[0]
+        )
+        return outputs_fn(probabilities, valid)
 
     def serve_images(images):
-        return outputs_fn(images)
+        images, valid = signatures.finite_images(images)
+        return outputs_fn(probabilities_fn(images), valid)
 
+    size = card.image_size
     archive.add_endpoint(
         BYTES_SIGNATURE,
         serve_bytes,
@@ -202,113 +275,10 @@ def export_for_serving(
         IMAGES_SIGNATURE,
         serve_images,
         input_signature=[
-            tf.TensorSpec(
-                [None, image_size, image_size, 3], tf.float32, name=IMAGES_INPUT
-            )
+            tf.TensorSpec([None, size, size, 3], tf.float32, name=IMAGES_INPUT)
         ],
     )
-
-    metadata = dict(
-        format="keras_csl_serving",
-        keras_csl_version=__version__,
-        tensorflow_version=tf.__version__,
-        keras_version=keras.__version__,
-        model_name=model.name,
-        version=version,
-        signatures={
-            BYTES_SIGNATURE: dict(inputs={BYTES_INPUT: "string [N]"}),
-            IMAGES_SIGNATURE: dict(
-                inputs={IMAGES_INPUT: f"float32 [N, {image_size}, {image_size}, 3]"}
-            ),
-        },
-        outputs=list(OUTPUT_KEYS),
-        image_size=image_size,
-        resize_mode=resize_mode,
-        jpeg_downscale=jpeg_downscale,
-        value_range=[0, 255],
-        from_logits=from_logits,
-        top_k=k,
-        num_classes=num_classes,
-        class_ids=list(class_ids),
-        display_names=list(display_names),
-    )
-    staging = os.path.join(export_dir, f"tmp-{version}-{uuid.uuid4().hex[:8]}")
-    try:
-        archive.write_out(staging, verbose=False)
-        extra = os.path.join(staging, METADATA_DIR)
-        tf.io.gfile.makedirs(extra)
-        with tf.io.gfile.GFile(os.path.join(extra, METADATA_FILE), "w") as f:
-            json.dump(metadata, f, indent=1, ensure_ascii=False)
-        tf.io.gfile.rename(staging, path)
-    finally:
-        if tf.io.gfile.exists(staging):
-            tf.io.gfile.rmtree(staging)
-    logger.info(
-        "Exported %s (%d classes, %d px, top %d) for TF Serving to %s",
-        model.name, num_classes, image_size, k, path,
-    )
-    return path
-
-
-def next_version(export_dir):
-    """One more than the largest numeric folder in `export_dir` (1 if none)."""
-    return max(_versions(export_dir), default=0) + 1
-
-
-def latest_version_path(export_dir):
-    """The path of the highest complete version folder in `export_dir`.
-
-    Accepts a version folder itself (one holding `saved_model.pb`) too. A
-    numbered folder without `saved_model.pb` (or `saved_model.pbtxt`), such
-    as a copy still in progress, is skipped; a warning names the folders
-    skipped.
-
-    Raises:
-        ValueError: if there is neither a SavedModel nor a complete version
-            folder.
-    """
-    export_dir = os.fspath(export_dir)
-    if _holds_saved_model(export_dir):
-        return export_dir
-    incomplete = []
-    for version in sorted(_versions(export_dir), reverse=True):
-        path = os.path.join(export_dir, str(version))
-        if _holds_saved_model(path):
-            if incomplete:
-                logger.warning(
-                    "Skipped version folders of %s without saved_model.pb: %s; "
-                    "using version %d.", export_dir, incomplete, version,
-                )
-            return path
-        incomplete.append(version)
-    if incomplete:
-        raise ValueError(
-            f"No complete SavedModel in {export_dir}: its version folders "
-            f"{sorted(incomplete)} hold no saved_model.pb (still being "
-            "written or copied?)."
-        )
-    raise ValueError(
-        f"No SavedModel found in {export_dir}: expected saved_model.pb or "
-        "numbered version folders (1/, 2/, ...)."
-    )
-
-
-def _versions(export_dir):
-    """The version numbers of the numbered folders in `export_dir`."""
-    if not tf.io.gfile.isdir(export_dir):
-        return []
-    return [
-        int(name.rstrip("/"))
-        for name in tf.io.gfile.listdir(export_dir)
-        if name.rstrip("/").isdigit()
-    ]
-
-
-def _holds_saved_model(path):
-    return any(
-        tf.io.gfile.exists(os.path.join(path, name))
-        for name in ("saved_model.pb", "saved_model.pbtxt")
-    )
+    return archive
 
 
 def load_for_serving(path):
@@ -316,7 +286,8 @@ def load_for_serving(path):
 
     Only TensorFlow is needed to call the two signatures; this helper also
     reads `assets.extra/export_metadata.json` (an empty dict when absent,
-    e.g. for a SavedModel written by other tools).
+    e.g. for a SavedModel written by other tools). The model card is read
+    by `read_export_card`.
 
     Example:
 
@@ -337,127 +308,50 @@ def load_for_serving(path):
     """
     path = latest_version_path(path)
     loaded = tf.saved_model.load(path)
-    metadata = {}
-    metadata_path = os.path.join(path, METADATA_DIR, METADATA_FILE)
-    if tf.io.gfile.exists(metadata_path):
-        with tf.io.gfile.GFile(metadata_path, "r") as f:
-            metadata = json.load(f)
-    signatures = loaded.signatures
-    missing = [name for name in SIGNATURES if name not in signatures]
+    metadata = _read_json(os.path.join(path, METADATA_DIR, METADATA_FILE)) or {}
+    found = loaded.signatures
+    missing = [name for name in SIGNATURES if name not in found]
     if missing:
         raise ValueError(
             f"The SavedModel at {path} has no signature {missing}: expected "
-            f"{list(SIGNATURES)}. Found: {sorted(signatures)}"
+            f"{list(SIGNATURES)}. Found: {sorted(found)}"
         )
-    return signatures[BYTES_SIGNATURE], signatures[IMAGES_SIGNATURE], metadata
+    return found[BYTES_SIGNATURE], found[IMAGES_SIGNATURE], metadata
 
 
-def make_probabilities_fn(model, num_classes, from_logits=True):
-    """A function from images `[N, S, S, 3]` to float32 probabilities `[N, C]`.
+def read_export_card(path):
+    """The `ModelCard` of an export, or None if it has none.
 
-    The probabilities are the sigmoid of the model's outputs, or the
-    outputs themselves with `from_logits=False` (a model that ends in a
-    sigmoid). An empty batch gives `[0, C]` without calling the model:
-    Conv2D crashes on an empty batch on CPU. The export's signatures and
-    `keras_csl.export.Predictor` both use it.
+    Reads `assets.extra/model_card.json`; for an export made before model
+    cards, the same fields of `assets.extra/export_metadata.json`.
+
+    Example:
+
+    ```python
+    read_export_card("exports/coco").display_names[:2]  # ('person', 'bicycle')
+    ```
+
+    Args:
+        path: a version folder, or a model base path (its latest version).
+
+    Raises:
+        ValueError: if there is no SavedModel at `path`, or its card is
+            invalid.
     """
-
-    def probabilities(images):
-        def predict():
-            scores = tf.cast(model(images, training=False), tf.float32)
-            return tf.sigmoid(scores) if from_logits else scores
-
-        def empty():
-            return tf.zeros([0, num_classes], tf.float32)
-
-        probabilities = tf.cond(tf.shape(images)[0] > 0, predict, empty)
-        return tf.ensure_shape(probabilities, [None, num_classes])
-
-    return probabilities
+    path = latest_version_path(path)
+    card = _read_json(os.path.join(path, METADATA_DIR, CARD_FILE))
+    if card is not None:
+        return ModelCard.from_dict(card)
+    metadata = _read_json(os.path.join(path, METADATA_DIR, METADATA_FILE)) or {}
+    if not all(metadata.get(k) is not None for k in ("image_size", "class_ids")):
+        return None
+    return ModelCard(**{
+        k: metadata[k] for k in _LEGACY_CARD_FIELDS if metadata.get(k) is not None
+    })
 
 
-def _make_outputs_fn(model, num_classes, k, class_ids, display_names, from_logits):
-    class_ids = tf.constant(class_ids, tf.string)
-    display_names = tf.constant(display_names, tf.string)
-    probabilities_fn = make_probabilities_fn(model, num_classes, from_logits)
-
-    def outputs_fn(images):
-        probabilities = probabilities_fn(images)
-        scores, indices = tf.math.top_k(probabilities, k=k)
-        return {
-            "probabilities": probabilities,
-            "top_k_indices": indices,
-            "top_k_scores": scores,
-            "top_k_class_ids": tf.gather(class_ids, indices),
-            "top_k_names": tf.gather(display_names, indices),
-        }
-
-    return outputs_fn
-
-
-def _check_model(model, image_size):
-    if not isinstance(model, keras.Model):
-        raise ValueError(
-            "Invalid value for argument `model`. Expected a keras.Model. "
-            f"Received: model of type {type(model).__name__}"
-        )
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ValueError(
-            "Invalid value for argument `model`. Expected one image input "
-            f"and one logits output. Received: {len(model.inputs)} inputs, "
-            f"{len(model.outputs)} outputs"
-        )
-    input_shape = tuple(model.inputs[0].shape)
-    output_shape = tuple(model.outputs[0].shape)
-    if len(input_shape) != 4 or input_shape[-1] != 3:
-        raise ValueError(
-            "Invalid value for argument `model`. Expected an input of shape "
-            f"(None, S, S, 3). Received: {input_shape}"
-        )
-    if len(output_shape) != 2 or output_shape[-1] is None:
-        raise ValueError(
-            "Invalid value for argument `model`. Expected an output of shape "
-            f"(None, num_classes). Received: {output_shape}"
-        )
-    static = input_shape[1] if input_shape[1] == input_shape[2] else None
-    if image_size is None:
-        image_size = static
-        if image_size is None:
-            raise ValueError(
-                "Invalid value for argument `image_size`. The model input "
-                f"{input_shape} has no static square size: pass image_size. "
-                "Received: image_size=None"
-            )
-    if not isinstance(image_size, int) or isinstance(image_size, bool) or (
-        image_size < 1
-    ):
-        raise ValueError(
-            "Invalid value for argument `image_size`. Expected a positive "
-            f"int. Received: image_size={image_size!r}"
-        )
-    if input_shape[1] not in (None, image_size) or input_shape[2] not in (
-        None, image_size
-    ):
-        raise ValueError(
-            "Invalid value for argument `image_size`. Expected the model's "
-            f"input size {input_shape[1:3]}. Received: image_size={image_size}"
-        )
-    return int(output_shape[-1]), image_size
-
-
-def _check_strings(values, num_classes, argument):
-    values = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
-    if len(values) != num_classes:
-        raise ValueError(
-            f"Invalid value for argument `{argument}`. Expected one entry per "
-            f"model output ({num_classes}). Received: {len(values)} entries"
-        )
-    return values
-
-
-def _check_bool(argument, value):
-    if not isinstance(value, bool):
-        raise ValueError(
-            f"Invalid value for argument `{argument}`. Expected True or False. "
-            f"Received: {argument}={value!r}"
-        )
+def _read_json(path):
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path, "r") as f:
+        return json.load(f)

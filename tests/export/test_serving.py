@@ -2,7 +2,9 @@
 
 One tiny model is exported once per module; the signatures are checked in
 process, with `saved_model_cli` (the TF1 session loader TF Serving also
-uses), and in a fresh Python process that imports only TensorFlow.
+uses), and in a fresh Python process that imports only TensorFlow. Every
+check of the bytes signature sends a batch that mixes good images with
+undecodable ones: each good image must get the answer it gets alone.
 """
 
 import json
@@ -24,6 +26,9 @@ from keras_csl.export import export_for_serving
 from keras_csl.export import latest_version_path
 from keras_csl.export import load_for_serving
 from keras_csl.export import next_version
+from keras_csl.export import read_export_card
+from keras_csl.models import ModelCard
+from keras_csl.models import set_model_card
 
 NUM_CLASSES = 7
 IMAGE_SIZE = 32
@@ -35,7 +40,7 @@ ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
 
 
 def tiny_model(num_classes=NUM_CLASSES, image_size=IMAGE_SIZE, seed=0):
-    """A small CNN: named input "images", float32 logits head."""
+    """A small CNN: named input "images", float32 logits head, no card."""
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((image_size, image_size, 3), name="images")
     x = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(inputs)
@@ -51,26 +56,53 @@ def tiny_model(num_classes=NUM_CLASSES, image_size=IMAGE_SIZE, seed=0):
     return keras.Model(inputs, outputs, name="tiny_test")
 
 
+def pixels(rng, height, width, channels):
+    """Smooth gradients plus noise: realistic enough for JPEG."""
+    y, x = np.mgrid[0:height, 0:width]
+    base = (x * 255 / width + y * 128 / height)[..., None]
+    noise = rng.integers(0, 60, (height, width, channels))
+    return np.clip(base + noise, 0, 255).astype(np.uint8)
+
+
 def encoded_images():
     """JPEG and PNG bytes of several sizes, in colour and grayscale."""
     rng = np.random.default_rng(0)
-
-    def pixels(height, width, channels):
-        # Smooth gradients plus noise: realistic enough for JPEG.
-        y, x = np.mgrid[0:height, 0:width]
-        base = (x * 255 / width + y * 128 / height)[..., None]
-        noise = rng.integers(0, 60, (height, width, channels))
-        return np.clip(base + noise, 0, 255).astype(np.uint8)
-
     return [
-        tf.io.encode_jpeg(pixels(48, 64, 3)).numpy(),
-        tf.io.encode_png(pixels(30, 20, 3)).numpy(),
-        tf.io.encode_jpeg(pixels(40, 40, 1)).numpy(),  # grayscale JPEG
-        tf.io.encode_png(pixels(100, 37, 1)).numpy(),  # grayscale PNG
+        tf.io.encode_jpeg(pixels(rng, 48, 64, 3)).numpy(),
+        tf.io.encode_png(pixels(rng, 30, 20, 3)).numpy(),
+        tf.io.encode_jpeg(pixels(rng, 40, 40, 1)).numpy(),  # grayscale JPEG
+        tf.io.encode_png(pixels(rng, 100, 37, 1)).numpy(),  # grayscale PNG
         tf.io.encode_png(
-            np.concatenate([pixels(16, 16, 3), np.full((16, 16, 1), 99, np.uint8)], -1)
+            np.concatenate(
+                [pixels(rng, 16, 16, 3), np.full((16, 16, 1), 99, np.uint8)], -1
+            )
         ).numpy(),  # RGBA PNG
     ]
+
+
+def bad_inputs(good_jpeg, good_png):
+    """Undecodable uploads: what a client may send by mistake."""
+    return {
+        "truncated JPEG": good_jpeg[: len(good_jpeg) // 2],
+        "JPEG without its last bytes": good_jpeg[:-2],
+        "truncated PNG": good_png[: len(good_png) // 2],
+        "random bytes": np.random.default_rng(9).bytes(300),
+        "empty string": b"",
+        "not an image": b"%PDF-1.4 a text document, not a picture",
+    }
+
+
+def mixed_batch(goods):
+    """Goods interleaved with every bad input: `(batch, good positions)`."""
+    bads = list(bad_inputs(goods[0], goods[1]).values())
+    batch, positions = [], []
+    for i in range(max(len(goods), len(bads))):
+        if i < len(bads):
+            batch.append(bads[i])
+        if i < len(goods):
+            positions.append(len(batch))
+            batch.append(goods[i])
+    return batch, positions
 
 
 def sample_jpegs(count=8):
@@ -81,15 +113,15 @@ def sample_jpegs(count=8):
         return [f.read_bytes() for f in files]
     rng = np.random.default_rng(1)
     return [
-        tf.io.encode_jpeg(rng.integers(0, 256, (120 + i, 160, 3), np.uint8)).numpy()
+        tf.io.encode_jpeg(pixels(rng, 120 + i, 160, 3)).numpy()
         for i in range(count)
     ]
 
 
-def reference_probabilities(model, encoded):
+def reference_probabilities(model, encoded, **preprocessing):
     """model.predict on the pipeline's preprocessing: what serving must match."""
-    images = preprocess_encoded(tf.constant(encoded), IMAGE_SIZE).numpy()
-    logits = model.predict(images, verbose=0)
+    images = preprocess_encoded(tf.constant(encoded), IMAGE_SIZE, **preprocessing)
+    logits = model.predict(images.numpy(), verbose=0)
     return 1.0 / (1.0 + np.exp(-logits.astype("float64")))
 
 
@@ -97,26 +129,27 @@ def reference_probabilities(model, encoded):
 def exported(tmp_path_factory):
     model = tiny_model()
     export_dir = tmp_path_factory.mktemp("exports")
-    path = export_for_serving(
-        model, export_dir, CLASS_IDS, NAMES, top_k=TOP_K
-    )
+    path = export_for_serving(model, export_dir, CLASS_IDS, NAMES, top_k=TOP_K)
     return model, export_dir, path
 
 
-def test_layout_metadata_and_versions(exported):
+def test_layout_card_metadata_and_versions(exported):
     model, export_dir, path = exported
     assert path == os.path.join(export_dir, "1")
     assert sorted(os.listdir(export_dir)) == ["1"]  # no staging folder left
     contents = set(os.listdir(path))
     assert {"saved_model.pb", "variables", "assets.extra"} <= contents
+    with open(os.path.join(path, "assets.extra", "model_card.json")) as f:
+        card = json.load(f)
+    assert card["format"] == "keras_csl_model_card"
+    assert card["class_ids"] == CLASS_IDS and card["display_names"] == NAMES
+    assert card["image_size"] == IMAGE_SIZE and card["resize_mode"] == "squash"
+    assert read_export_card(export_dir) == ModelCard.from_dict(card)
     with open(os.path.join(path, "assets.extra", "export_metadata.json")) as f:
         metadata = json.load(f)
-    assert metadata["class_ids"] == CLASS_IDS
-    assert metadata["display_names"] == NAMES
-    assert metadata["image_size"] == IMAGE_SIZE
-    assert metadata["top_k"] == TOP_K
-    assert metadata["resize_mode"] == "squash"
+    assert metadata["top_k"] == TOP_K and metadata["model_card"] == "model_card.json"
     assert metadata["outputs"] == list(OUTPUT_KEYS)
+    assert "class_ids" not in metadata  # one source of truth: the card
     # Each weight is stored once (tracking the model too would double them).
     stored = tf.train.list_variables(os.path.join(path, "variables", "variables"))
     assert len(stored) - 1 == len(model.weights)  # - the object graph entry
@@ -136,14 +169,15 @@ def test_bytes_signature_matches_predict_and_top_k(exported):
     out = serve_bytes(image_bytes=tf.constant(encoded))
     out = {k: v.numpy() for k, v in out.items()}
     assert sorted(out) == sorted(OUTPUT_KEYS)
+    assert out["valid"].tolist() == [True] * len(encoded)
     expected = reference_probabilities(model, encoded)
     np.testing.assert_allclose(out["probabilities"], expected, atol=1e-5)
     assert out["probabilities"].dtype == np.float32
 
-    order = np.argsort(-out["probabilities"], axis=1)[:, :TOP_K]
+    order = np.argsort(-expected, axis=1)[:, :TOP_K]
     np.testing.assert_array_equal(out["top_k_indices"], order)
     np.testing.assert_allclose(
-        out["top_k_scores"], np.take_along_axis(out["probabilities"], order, 1)
+        out["top_k_scores"], np.take_along_axis(expected, order, 1), atol=1e-5
     )
     ids = np.array(CLASS_IDS, dtype=object)[order]
     names = np.array(NAMES, dtype=object)[order]
@@ -159,6 +193,45 @@ def test_bytes_signature_matches_predict_and_top_k(exported):
     )
 
 
+def test_bad_images_are_flagged_and_do_not_fail_the_batch(exported):
+    model, _, path = exported
+    serve_bytes, serve_images, _ = load_for_serving(path)
+    goods = encoded_images()
+    batch, positions = mixed_batch(goods)
+    out = {k: v.numpy() for k, v in serve_bytes(image_bytes=tf.constant(batch)).items()}
+    valid = np.zeros(len(batch), bool)
+    valid[positions] = True
+    np.testing.assert_array_equal(out["valid"], valid)
+    # Each good image: the answer it gets in a batch of good images only.
+    np.testing.assert_allclose(
+        out["probabilities"][positions], reference_probabilities(model, goods),
+        atol=1e-5,
+    )
+    bad = ~valid
+    assert not out["probabilities"][bad].any()
+    assert (out["top_k_indices"][bad] == -1).all()
+    assert not out["top_k_scores"][bad].any()
+    assert (out["top_k_names"][bad] == b"").all()
+    assert (out["top_k_class_ids"][bad] == b"").all()
+    assert (out["top_k_indices"][valid] >= 0).all()
+
+    # Nothing decodable at all: a batch of flags, the model is not called.
+    out = serve_bytes(image_bytes=tf.constant([b"", b"x"]))
+    assert out["valid"].numpy().tolist() == [False, False]
+    assert out["probabilities"].shape == (2, NUM_CLASSES)
+
+    # serve_images: an image with a NaN pixel is invalid, the others exact.
+    images = preprocess_encoded(tf.constant(goods[:3]), IMAGE_SIZE).numpy()
+    images[1, 5, 5, 0] = np.nan
+    out = serve_images(images=tf.constant(images))
+    assert out["valid"].numpy().tolist() == [True, False, True]
+    expected = reference_probabilities(model, goods[:3])
+    np.testing.assert_allclose(
+        out["probabilities"].numpy()[[0, 2]], expected[[0, 2]], atol=1e-5
+    )
+    assert not out["probabilities"].numpy()[1].any()
+
+
 def test_empty_batches(exported):
     _, _, path = exported
     serve_bytes, serve_images, _ = load_for_serving(path)
@@ -167,26 +240,60 @@ def test_empty_batches(exported):
         serve_images(images=tf.zeros([0, IMAGE_SIZE, IMAGE_SIZE, 3])),
     ):
         assert out["probabilities"].shape == (0, NUM_CLASSES)
-        for key in OUTPUT_KEYS[1:]:
+        for key in ("top_k_indices", "top_k_scores", "top_k_class_ids", "top_k_names"):
             assert out[key].shape == (0, TOP_K), key
+        assert out["valid"].shape == (0,)
         assert out["top_k_names"].dtype == tf.string
 
 
-def test_top_k_clamped_and_other_resize_mode(tmp_path):
-    model = tiny_model(num_classes=4, seed=1)
-    path = export_for_serving(
-        model, tmp_path, [str(i) for i in range(4)], top_k=50,
-        resize_mode="pad", version=5,
-    )
+def test_card_settings_and_overrides(tmp_path, caplog):
+    """The model's card decides; arguments override it, and the log says so."""
+    model = set_model_card(tiny_model(num_classes=4, seed=1), ModelCard(
+        image_size=IMAGE_SIZE, class_ids=("w", "x", "y", "z"),
+        display_names=("W", "X", "Y", "Z"), resize_mode="pad",
+        jpeg_downscale=False,
+    ))
+    rng = np.random.default_rng(3)
+    # 300 x 200: with jpeg_downscale the JPEG would be decoded at 1/4 scale.
+    encoded = [tf.io.encode_jpeg(pixels(rng, 300, 200, 3)).numpy()]
+    path = export_for_serving(model, tmp_path, top_k=50, version=5)
     assert path.endswith("5")
     serve_bytes, _, metadata = load_for_serving(tmp_path)  # the base path
-    assert metadata["top_k"] == 4 and metadata["display_names"] == ["0", "1", "2", "3"]
-    encoded = encoded_images()[:2]
+    assert metadata["top_k"] == 4
+    card = read_export_card(path)
+    assert card.display_names == ("W", "X", "Y", "Z") and card.resize_mode == "pad"
     out = serve_bytes(image_bytes=tf.constant(encoded))
-    assert out["top_k_indices"].shape == (2, 4)
-    images = preprocess_encoded(tf.constant(encoded), IMAGE_SIZE, mode="pad")
-    expected = 1 / (1 + np.exp(-model.predict(images, verbose=0)))
+    assert out["top_k_indices"].shape == (1, 4)
+    expected = reference_probabilities(model, encoded, mode="pad", jpeg_downscale=False)
     np.testing.assert_allclose(out["probabilities"].numpy(), expected, atol=1e-5)
+    default = reference_probabilities(model, encoded)
+    assert np.abs(expected - default).max() > 1e-3  # the settings matter
+
+    with caplog.at_level("WARNING", logger="keras_csl.export.cards"):
+        path = export_for_serving(
+            model, tmp_path, resize_mode="crop", display_names=list("abcd")
+        )
+    assert "resize_mode='crop' overrides the model card's 'pad'" in caplog.text
+    assert "4 display_names override the model card's" in caplog.text
+    card = read_export_card(path)
+    assert card.resize_mode == "crop" and card.display_names == tuple("abcd")
+    assert card.class_ids == ("w", "x", "y", "z") and card.jpeg_downscale is False
+    out = load_for_serving(path)[0](image_bytes=tf.constant(encoded))
+    np.testing.assert_allclose(
+        out["probabilities"].numpy(),
+        reference_probabilities(model, encoded, mode="crop", jpeg_downscale=False),
+        atol=1e-5,
+    )
+
+
+def test_a_model_without_card_gets_defaults_with_a_warning(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="keras_csl.export.cards"):
+        path = export_for_serving(tiny_model(num_classes=3), tmp_path)
+    assert "has no model card: using the defaults: classes named by index" in (
+        caplog.text
+    )
+    card = read_export_card(path)
+    assert card.class_ids == ("0", "1", "2") and card.resize_mode == "squash"
 
 
 def test_latest_version_skips_incomplete_folders(tmp_path, caplog):
@@ -196,7 +303,7 @@ def test_latest_version_skips_incomplete_folders(tmp_path, caplog):
     (tmp_path / "3" / "variables").mkdir(parents=True)  # a copy in progress
     (tmp_path / "10").mkdir()
     (tmp_path / "tmp-11-abc").mkdir()
-    with caplog.at_level("WARNING", logger="keras_csl.export.serving"):
+    with caplog.at_level("WARNING", logger="keras_csl.export.versions"):
         assert latest_version_path(tmp_path) == str(tmp_path / "1")
     assert "without saved_model.pb: [10, 3]" in caplog.text
     assert next_version(tmp_path) == 11  # never reuses an incomplete number
@@ -214,17 +321,16 @@ def test_latest_version_skips_incomplete_folders(tmp_path, caplog):
         (dict(class_ids=["a"] * 3), "one entry per model output"),
         (dict(display_names=["a"] * 8), "one entry per model output"),
         (dict(top_k=0), "top_k"),
-        (dict(resize_mode="stretch"), "resize_mode"),
+        (dict(resize_mode="stretch"), "resize_mode='stretch'"),
         (dict(image_size=64), "image_size"),
         (dict(version=0), "version"),
-        (dict(jpeg_downscale="no"), "jpeg_downscale"),
-        (dict(from_logits=None), "from_logits"),
+        (dict(jpeg_downscale="no"), "jpeg_downscale='no'"),
+        (dict(from_logits="yes"), "from_logits='yes'"),
+        (dict(card="pad"), "card"),
     ],
 )
 def test_invalid_arguments(tmp_path, kwargs, message):
-    arguments = dict(
-        model=tiny_model(), export_dir=tmp_path, class_ids=CLASS_IDS
-    )
+    arguments = dict(model=tiny_model(), export_dir=tmp_path, class_ids=CLASS_IDS)
     arguments.update(kwargs)
     with pytest.raises(ValueError, match=message):
         export_for_serving(**arguments)
@@ -246,17 +352,20 @@ def test_saved_model_cli_show_lists_signatures(exported):
     assert f"shape: (-1, {IMAGE_SIZE}, {IMAGE_SIZE}, 3)" in text
     for key in OUTPUT_KEYS:
         assert f"outputs['{key}']" in text
+    assert "DT_BOOL" in text  # valid
     assert "tensorflow/serving/predict" in text
 
 
-def test_saved_model_cli_run_on_jpeg_bytes(exported, tmp_path):
+def test_saved_model_cli_run_on_a_mixed_batch(exported, tmp_path):
+    """The session loader of TF Serving answers good images, flags bad ones."""
     model, _, path = exported
-    encoded = sample_jpegs(4)
+    goods = sample_jpegs(4)
+    batch, positions = mixed_batch(goods)
     request = tmp_path / "request.npy"
     # An object array keeps each file's bytes whole (a fixed-width bytes
     # dtype would strip trailing NUL bytes); saved_model_cli loads it with
     # allow_pickle=True.
-    np.save(request, np.array(encoded, dtype=object), allow_pickle=True)
+    np.save(request, np.array(batch, dtype=object), allow_pickle=True)
     outdir = tmp_path / "outputs"
     result = subprocess.run(
         [
@@ -267,14 +376,19 @@ def test_saved_model_cli_run_on_jpeg_bytes(exported, tmp_path):
         capture_output=True, text=True, env=ENV, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "Result for output key top_k_names" in result.stdout
+    assert "Result for output key valid" in result.stdout
+    valid = np.load(outdir / "valid.npy")
+    assert np.flatnonzero(valid).tolist() == positions
     probabilities = np.load(outdir / "probabilities.npy")
     np.testing.assert_allclose(
-        probabilities, reference_probabilities(model, encoded), atol=1e-5
+        probabilities[positions], reference_probabilities(model, goods), atol=1e-5
     )
+    assert not probabilities[~valid].any()
     names = np.load(outdir / "top_k_names.npy", allow_pickle=True)
-    assert names.shape == (4, TOP_K)
-    assert names[0, 0].decode("utf-8") == NAMES[int(np.argmax(probabilities[0]))]
+    assert names.shape == (len(batch), TOP_K)
+    first = positions[0]
+    assert names[first, 0].decode("utf-8") == NAMES[int(np.argmax(probabilities[first]))]
+    assert names[0, 0] == b""
 
 
 FRESH_PROCESS = textwrap.dedent(
@@ -295,23 +409,28 @@ FRESH_PROCESS = textwrap.dedent(
     encoded = np.load(request, allow_pickle=True)
     out = serving.signatures["serving_default"](image_bytes=tf.constant(list(encoded)))
     np.save(output, out["probabilities"].numpy())
+    np.save(output.replace(".npy", "-valid.npy"), out["valid"].numpy())
     assert not any(m.startswith("keras_csl") for m in sys.modules)
-    print("names", [v.decode("utf-8") for v in out["top_k_names"].numpy()[0]])
+    print("names", [v.decode("utf-8") for v in out["top_k_names"].numpy()[1]])
     """
 )
 
 
 def test_fresh_process_with_only_tensorflow_matches_predict(exported, tmp_path):
     model, _, path = exported
-    encoded = sample_jpegs(8)
+    goods = sample_jpegs(8)
+    batch, positions = mixed_batch(goods)
     request, output = tmp_path / "request.npy", tmp_path / "probabilities.npy"
-    np.save(request, np.array(encoded, dtype=object), allow_pickle=True)
+    np.save(request, np.array(batch, dtype=object), allow_pickle=True)
     result = subprocess.run(
         [sys.executable, "-c", FRESH_PROCESS, path, str(request), str(output)],
         capture_output=True, text=True, env=ENV, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "names [" in result.stdout
+    assert np.flatnonzero(np.load(tmp_path / "probabilities-valid.npy")).tolist() == (
+        positions
+    )
     np.testing.assert_allclose(
-        np.load(output), reference_probabilities(model, encoded), atol=1e-5
+        np.load(output)[positions], reference_probabilities(model, goods), atol=1e-5
     )

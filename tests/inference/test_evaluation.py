@@ -1,13 +1,10 @@
-"""Tests of recipes/infer.py and recipes/evaluate.py (their functions).
+"""Tests of keras_csl.inference.evaluate (and its scoring and plots).
 
-The command lines are run in tests/recipes/test_serving_recipes_cli.py.
+The command line is run in tests/recipes/test_serving_recipes_cli.py.
 """
 
 import csv
-import importlib.util
 import json
-import os
-import pathlib
 
 import keras
 import numpy as np
@@ -17,27 +14,18 @@ import tensorflow as tf
 from keras_csl.data import encode_example
 from keras_csl.data import write_classes_csv
 from keras_csl.data import write_label_overlay
-from keras_csl.export import Predictor
+from keras_csl.data.preprocessing import preprocess_encoded
+from keras_csl.inference import CSV_COLUMNS
+from keras_csl.inference import Predictor
+from keras_csl.inference import evaluate
 from keras_csl.metrics import PartialMeanAveragePrecision
 from keras_csl.metrics import partial_mean_average_precision
+from keras_csl.models import ModelCard
+from keras_csl.models import set_model_card
 
-RECIPES = pathlib.Path(__file__).resolve().parents[2] / "recipes"
 IMAGE_SIZE = 32
 IDS = ["/m/person", "/m/car", "/m/dog", "/m/cat", "/m/tree"]
 NAMES = ["Person", "Car", "Dog", "Cat", "Tree"]
-
-
-def load_recipe(name):
-    spec = importlib.util.spec_from_file_location(
-        f"recipes_{name}", RECIPES / f"{name}.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-infer = load_recipe("infer")
-evaluate_recipe = load_recipe("evaluate")
 
 
 def tiny_model(seed=0):
@@ -55,127 +43,14 @@ def tiny_model(seed=0):
 
 @pytest.fixture(scope="module")
 def predictor():
-    return Predictor.from_keras_model(tiny_model(), IDS, NAMES)
+    model = set_model_card(tiny_model(), ModelCard(
+        image_size=IMAGE_SIZE, class_ids=IDS, display_names=NAMES
+    ))
+    return Predictor.from_keras_model(model)
 
 
 def _pixels(rng, height, width, channels):
     return rng.integers(0, 256, (height, width, channels), np.uint8)
-
-
-def write_images(folder, rng):
-    folder.mkdir(parents=True, exist_ok=True)
-    files = {
-        "a.jpg": tf.io.encode_jpeg(_pixels(rng, 48, 64, 3)).numpy(),
-        "b.png": tf.io.encode_png(_pixels(rng, 30, 20, 3)).numpy(),
-        "gray.jpg": tf.io.encode_jpeg(_pixels(rng, 40, 40, 1)).numpy(),
-        "gray.png": tf.io.encode_png(_pixels(rng, 25, 50, 1)).numpy(),
-        "broken.jpg": b"not an image at all",
-    }
-    for name, data in files.items():
-        (folder / name).write_bytes(data)
-    (folder / "notes.txt").write_text("ignored: not an image extension")
-    return files
-
-
-def test_select_tags():
-    probabilities = np.array([0.2, 0.9, 0.55, 0.7, 0.5])
-    assert infer.select_tags(probabilities, threshold=0.5, top_k=10) == [1, 3, 2, 4]
-    assert infer.select_tags(probabilities, threshold=0.5, top_k=2) == [1, 3]
-    assert infer.select_tags(probabilities, threshold=0.95, top_k=0) == []
-    everything = infer.select_tags(probabilities, threshold=0.0, top_k=None)
-    assert everything == [1, 3, 2, 4, 0]
-
-
-def test_tag_images_folder_and_drawn_pictures(predictor, tmp_path):
-    files = write_images(tmp_path / "photos", np.random.default_rng(0))
-    extra = tmp_path / "more" / "a.jpg"  # same stem as photos/a.jpg
-    extra.parent.mkdir()
-    extra.write_bytes(files["a.jpg"])
-    output_dir = tmp_path / "tagged"
-    results = infer.tag_images(
-        predictor, [tmp_path / "photos", extra], threshold=0.0, top_k=3,
-        output_dir=output_dir, batch_size=4,
-    )
-    names = [os.path.basename(r["path"]) for r in results]
-    assert names == ["a.jpg", "b.png", "broken.jpg", "gray.jpg", "gray.png", "a.jpg"]
-
-    good = [r for r in results if r["error"] is None]
-    expected = predictor.predict_encoded(
-        [pathlib.Path(r["path"]).read_bytes() for r in good]
-    )
-    for result, probabilities in zip(good, expected):
-        order = np.argsort(-probabilities)[:3]
-        assert [t["index"] for t in result["tags"]] == order.tolist()
-        assert [t["name"] for t in result["tags"]] == [NAMES[i] for i in order]
-        assert [t["class_id"] for t in result["tags"]] == [IDS[i] for i in order]
-        np.testing.assert_allclose(
-            [t["score"] for t in result["tags"]], probabilities[order], atol=1e-6
-        )
-    broken = results[2]
-    assert broken["tags"] == [] and "Unknown image file format" in broken["error"]
-
-    from PIL import Image
-
-    outputs = sorted(p.name for p in output_dir.iterdir())
-    assert outputs == [
-        "a.jpg", "a_2.jpg", "b.jpg", "gray.jpg", "gray_2.jpg", "tags.json"
-    ]
-    with Image.open(output_dir / "gray.jpg") as image:
-        assert image.mode == "RGB" and image.size == (40, 40)
-    with Image.open(output_dir / "a.jpg") as image:
-        # The tag box is drawn at the top left, darkening the picture there.
-        drawn = np.asarray(image, dtype="float32")
-    original = _pixels(np.random.default_rng(0), 48, 64, 3).astype("float32")
-    assert drawn[:4, :4].mean() < original[:4, :4].mean() - 20
-    with open(output_dir / "tags.json", encoding="utf-8") as f:
-        assert len(json.load(f)) == 6
-    table = infer.format_table(results)
-    assert "broken.jpg: [error:" in table and f"{good[0]['tags'][0]['name']} (" in table
-
-    # A threshold above every probability gives no tag.
-    none = infer.tag_images(predictor, tmp_path / "photos" / "b.png", threshold=1.0)
-    assert none[0]["tags"] == []
-    with pytest.raises(ValueError, match="does not exist"):
-        infer.tag_images(predictor, tmp_path / "missing.jpg")
-
-
-def test_precision_recall_curve_hand_checked():
-    # Annotated: scores 0.9 (pos), 0.8 (neg), 0.7 (pos), 0.6 (neg);
-    # the -1 entry at 0.95 is left out.
-    precision, recall = evaluate_recipe.precision_recall_curve(
-        [1, 0, -1, 1, 0], [0.9, 0.8, 0.95, 0.7, 0.6]
-    )
-    np.testing.assert_allclose(precision, [1.0, 0.5, 2 / 3, 0.5])
-    np.testing.assert_allclose(recall, [0.5, 0.5, 1.0, 1.0])
-    # Ties form one point.
-    precision, recall = evaluate_recipe.precision_recall_curve(
-        [1, 0, 1], [0.5, 0.5, 0.2]
-    )
-    np.testing.assert_allclose(precision, [0.5, 2 / 3])
-    np.testing.assert_allclose(recall, [0.5, 1.0])
-    assert len(evaluate_recipe.precision_recall_curve([0, -1], [0.1, 0.2])[0]) == 0
-
-
-def test_precision_recall_from_histograms():
-    # Bins by increasing score. Bin 2: 2 positives, 1 negative -> precision
-    # 2/3 at recall 2/3; bin 1: 1 negative -> 2/4, 2/3; bin 0: 1 positive
-    # -> 3/5, 1. Bin 3 is empty: no point.
-    precision, recall = evaluate_recipe.precision_recall_from_histograms(
-        [1, 0, 2, 0], [0, 1, 1, 0]
-    )
-    np.testing.assert_allclose(precision, [2 / 3, 1 / 2, 3 / 5])
-    np.testing.assert_allclose(recall, [2 / 3, 2 / 3, 1.0])
-    assert len(evaluate_recipe.precision_recall_from_histograms([0], [3])[0]) == 0
-    # The curve of the bin indices taken as tied scores.
-    rng = np.random.default_rng(0)
-    targets = rng.choice([-1, 0, 1], size=300, p=[0.3, 0.5, 0.2])
-    bins = rng.integers(0, 20, size=300)
-    counts = [np.bincount(bins[targets == t], minlength=20) for t in (1, 0)]
-    for got, expected in zip(
-        evaluate_recipe.precision_recall_from_histograms(*counts),
-        evaluate_recipe.precision_recall_curve(targets, bins),
-    ):
-        np.testing.assert_allclose(got, expected, rtol=1e-12)
 
 
 def write_dataset(folder, rng, count=24, partial=True):
@@ -210,7 +85,7 @@ def test_evaluate_partial_labels_writes_csv_and_plots(predictor, tmp_path):
     expected_map, expected_ap = partial_mean_average_precision(targets, scores)
 
     out = tmp_path / "eval"
-    result = evaluate_recipe.evaluate(
+    result = evaluate(
         predictor, pattern, output_dir=out, batch_size=5,
         pr_classes=["Car", "/m/person", "3"],
     )
@@ -222,7 +97,7 @@ def test_evaluate_partial_labels_writes_csv_and_plots(predictor, tmp_path):
 
     with open(out / "per_class_ap.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == list(evaluate_recipe.CSV_COLUMNS)
+    assert list(rows[0]) == list(CSV_COLUMNS)
     assert [r["class_id"] for r in rows] == IDS
     assert [r["display_name"] for r in rows] == NAMES
     for c, row in enumerate(rows):
@@ -253,7 +128,7 @@ def test_evaluate_full_labels_and_overlay(predictor, tmp_path):
     scores = predictor.predict_encoded(encoded)
     full_map, _ = partial_mean_average_precision(targets, scores)
 
-    result = evaluate_recipe.evaluate(predictor, pattern, batch_size=8)
+    result = evaluate(predictor, pattern, batch_size=8)
     assert result["labels_complete"]
     assert result["full_map"] == pytest.approx(full_map, abs=1e-4)
     assert result["partial_map"] == pytest.approx(full_map, abs=1e-4)
@@ -271,7 +146,7 @@ def test_evaluate_full_labels_and_overlay(predictor, tmp_path):
         ],
     )
     expected_partial, _ = partial_mean_average_precision(partial, scores)
-    result = evaluate_recipe.evaluate(
+    result = evaluate(
         predictor, pattern, label_overlay=overlay, output_dir=tmp_path / "eval"
     )
     assert result["partial_map"] == pytest.approx(expected_partial, abs=1e-4)
@@ -312,7 +187,7 @@ def test_evaluate_real_coco_photos(shared_data, tmp_path):
     model = keras.Model(inputs, keras.layers.Dense(len(mids), dtype="float32")(x))
     export_for_serving(model, tmp_path / "export", mids, [names[m] for m in mids])
 
-    result = evaluate_recipe.evaluate(
+    result = evaluate(
         load_predictor(tmp_path / "export"), str(folder / "val-*.tfrecord"),
         output_dir=tmp_path / "eval",
     )
@@ -335,8 +210,8 @@ def test_evaluate_bounded_agrees_with_exact(predictor):
     targets[rng.random(targets.shape) < 0.3] = -1
     dataset = tf.data.Dataset.from_tensor_slices((images, targets)).batch(100)
 
-    exact = evaluate_recipe.evaluate(predictor, dataset)
-    bounded = evaluate_recipe.evaluate(predictor, dataset, num_thresholds=1000)
+    exact = evaluate(predictor, dataset)
+    bounded = evaluate(predictor, dataset, num_thresholds=1000)
     assert exact["num_thresholds"] is None and bounded["num_thresholds"] == 1000
     # Measured: partial mAP 54.45 exact; error -0.021 (weighted -0.018),
     # worst class 0.27 (100 bins: -3.5 and 5.9).
@@ -368,7 +243,7 @@ def test_evaluate_bounded_with_overlay_writes_files(predictor, tmp_path):
         ],
     )
     out = tmp_path / "eval"
-    result = evaluate_recipe.evaluate(
+    result = evaluate(
         predictor, pattern, label_overlay=overlay, output_dir=out,
         batch_size=5, num_thresholds=50,
     )
@@ -391,7 +266,7 @@ def test_evaluate_bounded_with_overlay_writes_files(predictor, tmp_path):
 
     with open(out / "per_class_ap.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == list(evaluate_recipe.CSV_COLUMNS) + ["full_ap"]
+    assert list(rows[0]) == list(CSV_COLUMNS) + ["full_ap"]
     for c, row in enumerate(rows):
         assert int(row["positives"]) == int((partial[:, c] == 1).sum())
         assert int(row["negatives"]) == int((partial[:, c] == 0).sum())
@@ -409,7 +284,7 @@ def test_evaluate_bounded_with_overlay_writes_files(predictor, tmp_path):
         with Image.open(out / name) as image:
             assert image.format == "PNG" and image.size[0] >= 600
     with pytest.raises(ValueError, match="num_thresholds=1"):
-        evaluate_recipe.evaluate(predictor, pattern, num_thresholds=1)
+        evaluate(predictor, pattern, num_thresholds=1)
 
 
 def _complete_dataset(count=12, with_ids=True):
@@ -437,7 +312,7 @@ def test_evaluate_rejects_invalid_overlays(predictor, tmp_path, rows, message):
     overlay = str(tmp_path / "overlay.csv")
     write_label_overlay(overlay, rows)
     with pytest.raises(ValueError, match=message) as error:
-        evaluate_recipe.evaluate(predictor, dataset, label_overlay=overlay)
+        evaluate(predictor, dataset, label_overlay=overlay)
     assert overlay in str(error.value)
 
 
@@ -453,7 +328,7 @@ def test_evaluate_scores_complete_labels_once(predictor, monkeypatch):
 
     monkeypatch.setattr(keras_csl.metrics, "partial_mean_average_precision", counted)
     dataset, images, targets = _complete_dataset(with_ids=False)
-    result = evaluate_recipe.evaluate(predictor, dataset)
+    result = evaluate(predictor, dataset)
     assert len(calls) == 1
     expected, _ = original(targets, predictor.predict_images(images))
     assert result["labels_complete"]
@@ -463,6 +338,44 @@ def test_evaluate_scores_complete_labels_once(predictor, monkeypatch):
 def test_batch_size_checked_before_any_work(predictor, tmp_path):
     message = "Invalid value for argument `batch_size`. Expected a positive int"
     with pytest.raises(ValueError, match=message):
-        infer.tag_images(predictor, tmp_path, batch_size=0)
-    with pytest.raises(ValueError, match=message):
-        evaluate_recipe.evaluate(predictor, str(tmp_path / "*.tfrecord"), batch_size=0)
+        evaluate(predictor, str(tmp_path / "*.tfrecord"), batch_size=0)
+
+
+def test_evaluate_a_keras_file_reads_its_card(tmp_path):
+    """Classes and preprocessing from the card; no classes.csv is guessed."""
+    model = set_model_card(tiny_model(seed=1), ModelCard(
+        image_size=IMAGE_SIZE, class_ids=IDS, display_names=NAMES,
+        resize_mode="pad", jpeg_downscale=False,
+    ))
+    model.save(tmp_path / "model.keras")
+    rng = np.random.default_rng(6)
+    folder = tmp_path / "data"
+    folder.mkdir()
+    # A classes.csv with other names next to the data is not read.
+    write_classes_csv(str(folder / "classes.csv"), IDS, list("abcde"))
+    encoded, targets = [], []
+    with tf.io.TFRecordWriter(str(folder / "val-00000-of-00001.tfrecord")) as writer:
+        for i in range(10):
+            # 240 x 180: jpeg_downscale would decode these at 1/4 scale.
+            data = tf.io.encode_jpeg(_pixels(rng, 240, 180, 3)).numpy()
+            row = np.array([i % 2, 1 - i % 2, 1, 0, -1], "float32")
+            writer.write(encode_example(
+                data, f"img{i}", np.flatnonzero(row == 1), np.flatnonzero(row == 0)
+            ))
+            encoded.append(data)
+            targets.append(row)
+    images = preprocess_encoded(
+        tf.constant(encoded), IMAGE_SIZE, mode="pad", jpeg_downscale=False
+    )
+    scores = 1 / (1 + np.exp(-model.predict(images.numpy(), verbose=0)))
+    expected, _ = partial_mean_average_precision(np.array(targets), scores)
+    # The card's preprocessing matters here: the defaults give another mAP.
+    images = preprocess_encoded(tf.constant(encoded), IMAGE_SIZE)
+    default_scores = 1 / (1 + np.exp(-model.predict(images.numpy(), verbose=0)))
+    default, _ = partial_mean_average_precision(np.array(targets), default_scores)
+    assert abs(default - expected) > 1e-3
+
+    result = evaluate(tmp_path / "model.keras", str(folder / "val-*.tfrecord"))
+    assert result["resize_mode"] == "pad" and result["jpeg_downscale"] is False
+    assert [r["display_name"] for r in result["per_class"]] == NAMES
+    assert result["partial_map"] == pytest.approx(expected, abs=1e-4)
