@@ -29,7 +29,11 @@ Pipelines (each makes float32 `[batch, S, S, 3]` batches in this process):
 - `decode+resize`: the same with `preprocess_encoded`, the decode and
   resize of `make_dataset` and the serving export (DCT-scaled decode);
 - `eval`: `make_dataset(training=False)` reading TFRecords of that input;
-- `train`: `make_dataset(training=True)`: cutout, RandAugment (2 ops), flip.
+- `train`: `make_dataset(training=True)`: cutout, RandAugment (2 ops), flip;
+- on request (`--pipelines=tf_bare,train_no_aug,...`), the parts of the
+  augmentation: `train_no_aug` (`augment=False`), and `train_flip`,
+  `train_cutout`, `train_ra1`, `train_ra2` (flip only, cutout only,
+  RandAugment with 1 or 2 ops only).
 
 `--threads=N` gives tf.data a private pool of N threads and PIL N worker
 processes; 0 means tf.data's default pool and one PIL worker per core.
@@ -67,6 +71,7 @@ from absl import flags
 DEFAULT_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "coco-sample"
 INPUTS = ("original", "short256")
 PIPELINES = ("pil", "pil_recipe", "tf_bare", "decode+resize", "eval", "train")
+PARTS = ("train_no_aug", "train_flip", "train_cutout", "train_ra1", "train_ra2")
 BASELINES = ("tf_bare", "pil", "pil_recipe")
 
 FLAGS = flags.FLAGS
@@ -84,7 +89,10 @@ def define_flags():
         "tf.data private thread pool sizes and PIL worker counts to compare (0: "
         "tf.data's default pool, one PIL worker per core).",
     )
-    flags.DEFINE_list("pipelines", list(PIPELINES), "Pipelines to time.")
+    flags.DEFINE_list(
+        "pipelines", list(PIPELINES),
+        f"Pipelines to time, of {PIPELINES}; also the parts of the augmentation {PARTS}.",
+    )
     flags.DEFINE_list("inputs", list(INPUTS), "Inputs to time them on.")
     flags.DEFINE_string("json", None, "Also write every measurement to this JSON file.")
 
@@ -255,14 +263,23 @@ def tf_pipelines(encoded, pattern, num_classes, size, batch):
 
         return make
 
-    def reader(training):
-        return lambda: make_dataset(pattern, num_classes, size, batch, training=training, repeat=True)
+    def reader(training, **options):
+        return lambda: make_dataset(
+            pattern, num_classes, size, batch, training=training, repeat=True, **options
+        )
 
+    parts = dict(cutout=False, flip=False, randaugment_num_ops=0)
     return {
         "tf_bare": from_bytes(lambda data: tf.image.resize(tf.io.decode_jpeg(data, channels=3), [size, size])),
         "decode+resize": from_bytes(lambda data: preprocess_encoded(data, size)),
         "eval": reader(False),
         "train": reader(True),
+        # What each part of the augmentation costs (--pipelines=...).
+        "train_no_aug": reader(True, augment=False),
+        "train_flip": reader(True, **dict(parts, flip=True)),
+        "train_cutout": reader(True, **dict(parts, cutout=True)),
+        "train_ra1": reader(True, **dict(parts, randaugment_num_ops=1)),
+        "train_ra2": reader(True, **dict(parts, randaugment_num_ops=2)),
     }
 
 
@@ -371,11 +388,11 @@ def main(argv):
     if not (folder / "images").is_dir():
         print(f"Skipped: the coco sample is not at {folder} (see --data).")
         return 0
-    for flag, values, known in (("pipelines", FLAGS.pipelines, PIPELINES), ("inputs", FLAGS.inputs, INPUTS)):
+    for flag, values, known in (("pipelines", FLAGS.pipelines, PIPELINES + PARTS), ("inputs", FLAGS.inputs, INPUTS)):
         unknown = [v for v in values if v not in known]
         if unknown:
             raise app.UsageError(f"Invalid value for flag --{flag}. Expected some of {known}. Received: {unknown}")
-    pipelines = [p for p in PIPELINES if p in FLAGS.pipelines]
+    pipelines = [p for p in PIPELINES + PARTS if p in FLAGS.pipelines]
     if "pil_recipe" in pipelines and importlib.util.find_spec("randaugment") is None:
         print("pil_recipe: skipped, the `randaugment` package is not installed "
               "(pip install randaugment==1.0.2).")

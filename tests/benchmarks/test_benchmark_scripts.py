@@ -357,6 +357,33 @@ def test_pipeline_speed_runs_every_pipeline_on_both_inputs(tmp_path):
     assert "each pipeline on short256 against itself on original" in result.stdout
 
 
+def test_pipeline_speed_times_the_parts_of_the_augmentation(tmp_path):
+    data = _coco_like_sample(tmp_path / "sample", count=3)
+    output = tmp_path / "rows.json"
+    parts = ["tf_bare", "train_no_aug", "train_flip", "train_cutout", "train_ra1", "train_ra2"]
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "pipeline_speed.py"), f"--data={data}",
+         "--images=2", "--rounds=1", "--batch_size=2", "--image_size=16",
+         "--threads=1", "--inputs=original", f"--pipelines={','.join(parts)}",
+         f"--json={output}"],
+        env=_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [r["pipeline"] for r in json.loads(output.read_text())] == parts
+
+
+def test_pipeline_speed_rejects_an_unknown_pipeline(tmp_path):
+    data = _coco_like_sample(tmp_path / "sample", count=1)
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "pipeline_speed.py"), f"--data={data}",
+         "--pipelines=tf_bare,trian"],
+        env=_env(), capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0
+    assert "Invalid value for flag --pipelines" in result.stderr
+    assert "['trian']" in result.stderr
+
+
 def test_pipeline_speed_ratios_are_per_round_on_the_same_input():
     rows = [
         dict(threads=1, round=k, input=i, pipeline=p, images_per_s=v, cpu_ms=1.0)
