@@ -54,8 +54,12 @@ Writes `records.json` (every number, stamped with the git commit, whether
 the tree was dirty, the command, versions and times), `tables.md` and PNG
 plots to `--output_dir` (default docs/results), and prints the tables.
 
-Measured time of the full study (`--seeds=3`, the first command), on a
-2-core CPU shared with other engineers' jobs: TIME_TODO.
+Measured time of the full study (`--seeds=3`, the first command) on a
+2-core CPU (AMD EPYC) **shared with other engineers' jobs** (one-minute
+load average 5-6 on the 2 cores throughout): mulan 516 s, digits 2,366 s,
+coco 115 s, 50 minutes in all (docs/results/records.json, "wall_seconds");
+an idle machine should be faster. The smoke command took 71 s on the same
+shared machine (load average 3-5).
 """
 
 import datetime
@@ -66,18 +70,24 @@ import os
 import pathlib
 import platform
 import subprocess
+import sys
 import time
 
 import numpy as np
 from absl import app
 from absl import flags
 
-flags.DEFINE_list("datasets", ["mulan", "digits", "coco"], "Datasets to run.")
-flags.DEFINE_integer("seeds", 3, "Seeds per (scheme, mode).")
-flags.DEFINE_string("output_dir", None, "Where tables and plots go (default docs/results).")
-flags.DEFINE_float("epoch_scale", 1.0, "Multiplies the epochs (smaller = faster, less converged).")
-flags.DEFINE_bool("replot", False, "Only redraw plots and tables from <output_dir>/records.json.")
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """Defines the command-line flags (only when run as a script)."""
+    flags.DEFINE_list("datasets", ["mulan", "digits", "coco"], "Datasets to run.")
+    flags.DEFINE_integer("seeds", 3, "Seeds per (scheme, mode).")
+    flags.DEFINE_string("output_dir", None, "Where tables and plots go (default docs/results).")
+    flags.DEFINE_float("epoch_scale", 1.0, "Multiplies the epochs (smaller = faster, less converged).")
+    flags.DEFINE_bool("replot", False, "Only redraw plots and tables from <output_dir>/records.json.")
+
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -428,7 +438,7 @@ def provenance(argv):
         commit=git("rev-parse", "HEAD") or None,
         dirty=None if status is None else bool(status),
         changed_files=[] if not status else [line[3:] for line in status.splitlines()],
-        command="python benchmarks/partial_label_study.py " + " ".join(argv[1:]),
+        command=" ".join(["python benchmarks/partial_label_study.py", *argv[1:]]),
         started_utc=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         machine=f"{os.cpu_count()} CPUs ({cpu})",
         load_average_start=list(os.getloadavg()),
@@ -458,6 +468,7 @@ def write_outputs(output_dir, meta, records):
 
 
 def main(argv):
+    del argv  # absl keeps only what it did not parse; provenance needs sys.argv.
     logging.getLogger("keras_csl").setLevel(logging.WARNING)  # Per-epoch prior logs.
     output_dir = pathlib.Path(FLAGS.output_dir or REPO / "docs" / "results")
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -467,8 +478,8 @@ def main(argv):
             plot(records, dataset, output_dir / f"{dataset}.png")
         print(write_outputs(output_dir, meta, records))
         return 0
-    meta = provenance(argv)
-    meta.update(seeds=FLAGS.seeds, epoch_scale=FLAGS.epoch_scale)
+    meta = provenance(sys.argv)
+    meta.update(datasets=FLAGS.datasets, seeds=FLAGS.seeds, epoch_scale=FLAGS.epoch_scale)
     if meta["dirty"]:
         print(f"Warning: uncommitted changes to {meta['changed_files']}; records.json says so.")
     records, table = [], "Nothing ran."
@@ -495,4 +506,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
