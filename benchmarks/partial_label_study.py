@@ -1,79 +1,129 @@
 """Do the paper's claims hold at small scale on real data? A seeded study.
 
-    python benchmarks/partial_label_study.py                      # everything
+    python benchmarks/partial_label_study.py --seeds=3            # everything
     python benchmarks/partial_label_study.py --datasets=mulan --seeds=3
-    python benchmarks/partial_label_study.py --datasets=coco --seeds=1  # smoke
+    python benchmarks/partial_label_study.py --datasets=mulan --seeds=1 \\
+        --epoch_scale=0.1 --output_dir=/tmp/study                 # smoke
+    python benchmarks/partial_label_study.py --replot            # tables again
 
 Datasets:
 - `mulan`: ../shared/data/mulan-scene, 294 colour-moment features of real
-  photos and 6 scene labels (1,211 train / 1,196 test rows); a small MLP.
+  photos and 6 scene labels (1,211 train / 1,196 test rows); a small MLP,
+  40 epochs.
 - `digits`: the demo's mosaics of real handwritten digits (10 classes,
-  `keras_csl.data.mosaics`); the package's tiny CNN.
+  `keras_csl.data.mosaics`, 3,000 train / 1,000 test); the package's tiny
+  CNN, 12 epochs.
 - `coco`: ../shared/data/coco-sample (53 real photos, 80 classes), only as
   a smoke run of the image path: far too small to compare modes.
 
-For each scheme (full labels; RPS: drop each label with p = 0.5, 0.8; FPC:
-keep a few positives and as many negatives per class) and seed, partial
-training labels are simulated with `keras_csl.data.simulate_targets`, then
-five models are trained:
+For each scheme (full labels; RPS: drop each label with probability p;
+FPC: keep k positives and k negatives per class) and seed, partial training
+labels are simulated with `keras_csl.data.simulate_targets`, then seven
+models are trained with `keras_csl.ClassAwareSelectiveLoss`:
 
-- `negative`: every un-annotated label counts as negative (plain BCE);
-- `negative_asl`: the same with ASL focusing (gamma_neg 4, clip 0.05);
-- `ignore`: un-annotated labels are left out;
-- `selective`: CSL with the prior estimated by the `ignore` model (the
-  paper's two-stage flow), threshold 0.5, likelihood top-k 1, focusing
-  gammas 0 / 1 / 4 (positive / negative / un-annotated) as the authors'
-  RPS recipe;
-- `selective_updater`: CSL whose prior is re-estimated after every epoch
-  by `ClassPriorUpdater` from the training predictions (one stage).
+- `negative_ce`: every un-annotated label is a negative, plain BCE;
+- `negative_asl`: the same with ASL focusing (gammas 0 / 4 / 4, clip 0.05,
+  the `AsymmetricLoss(gamma_neg=4, gamma_pos=0, clip=0.05)` line of the
+  authors' train.py);
+- `ignore_ce`: un-annotated labels are left out, plain BCE;
+- `negative_focus`, `ignore_focus`: the controls of CSL, the negative and
+  ignore modes with exactly CSL's focusing gammas for that scheme, so that
+  CSL's margin over them is what its selection adds;
+- `selective`: CSL with the prior estimated by `ignore_ce` (the paper's
+  two-stage flow), threshold 0.5, likelihood top-k 1 (the authors use 5 on
+  COCO; with 1-3 classes per image here, 5 per image would exempt most
+  un-annotated labels);
+- `selective_updater`: CSL whose prior `keras_csl.callbacks.
+  ClassPriorUpdater` re-estimates after every epoch (one stage).
 
-Test mAP is on fully labelled test sets. The prior-estimation quality
-compares each estimate with the true class frequencies of the training set
-(Spearman rank correlation and mean absolute error): the ignore model's
-mean prediction, the negative model's, and the naive fraction of positives
-among the annotated labels.
+CSL's gammas (positive / negative / un-annotated) are those of the authors'
+README training examples (Alibaba-MIIL/PartialLabelingCSL, README.md,
+"Example of training with RPS simulation" and "... FPC simulation"):
+0 / 1 / 4 for RPS, 0 / 3 / 4 for FPC; the full-label runs use the RPS
+values. With full labels there is nothing to select, so `negative_focus`,
+`ignore_focus` and `selective` optimise the same loss.
 
-Writes `docs/RESULTS.md`-ready markdown tables and PNG plots to
-`--output_dir` (default docs/results) and prints them. Expected time on a
-2-core CPU, 3 seeds: mulan about 5 minutes (measured 304 s), digits about
-15-18 minutes (measured 1,059 s), coco under a minute (measured 38 s);
-docs/RESULTS.md's run, with another job on the CPU part of the time.
+Test mAP is on fully labelled test sets; spread is the sample standard
+deviation over seeds (ddof=1), and CSL's margin over each control is the
+per-seed difference (same seed, same partial labels), as mean and
+[min, max]. Prior quality compares each estimate with the true class
+frequencies of the training set (Spearman rank correlation, mean absolute
+error).
+
+Writes `records.json` (every number, stamped with the git commit, whether
+the tree was dirty, the command, versions and times), `tables.md` and PNG
+plots to `--output_dir` (default docs/results), and prints the tables.
+
+Measured time of the full study (`--seeds=3`, the first command) on a
+2-core CPU (AMD EPYC) **shared with other jobs** (one-minute load average
+5 to 8 on the 2 cores throughout, partly from short test runs of my own):
+mulan 516 s, digits 2,366 s,
+coco 115 s, 50 minutes in all (docs/results/records.json, "wall_seconds");
+an idle machine should be faster. The smoke command took 71 s on the same
+shared machine (load average 3-5).
 """
 
+import datetime
 import gzip
 import json
 import logging
 import os
 import pathlib
+import platform
+import subprocess
+import sys
 import time
 
 import numpy as np
 from absl import app
 from absl import flags
 
-flags.DEFINE_list("datasets", ["mulan", "digits", "coco"], "Datasets to run.")
-flags.DEFINE_integer("seeds", 3, "Seeds per (scheme, mode).")
-flags.DEFINE_string("output_dir", None, "Where tables and plots go (default docs/results).")
-flags.DEFINE_float("epoch_scale", 1.0, "Multiplies the epochs (smaller = faster, less converged).")
-flags.DEFINE_bool("replot", False, "Only redraw plots and tables from <output_dir>/records.json.")
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """Defines the command-line flags (only when run as a script)."""
+    flags.DEFINE_list("datasets", ["mulan", "digits", "coco"], "Datasets to run.")
+    flags.DEFINE_integer("seeds", 3, "Seeds per (scheme, mode).")
+    flags.DEFINE_string("output_dir", None, "Where tables and plots go (default docs/results).")
+    flags.DEFINE_float("epoch_scale", 1.0, "Multiplies the epochs (smaller = faster, less converged).")
+    flags.DEFINE_bool("replot", False, "Only redraw plots and tables from <output_dir>/records.json.")
+
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
-MODES = ("negative", "negative_asl", "ignore", "selective", "selective_updater")
-LOSS_SETTINGS = {
-    "negative": dict(mode="negative", gamma_pos=0.0, gamma_neg=0.0, gamma_unannotated=0.0),
-    "negative_asl": dict(mode="negative", gamma_pos=0.0, gamma_neg=4.0, gamma_unannotated=4.0, clip=0.05),
-    "ignore": dict(mode="ignore", gamma_pos=0.0, gamma_neg=0.0, gamma_unannotated=0.0),
-    # The authors' RPS recipe gammas (0 / 1 / 4); top-k 1, as few classes
-    # per image would make their top-k 5 drop most un-annotated labels.
-    "selective": dict(
-        mode="selective", gamma_pos=0.0, gamma_neg=1.0, gamma_unannotated=4.0,
-        likelihood_topk=1, prior_threshold=0.5,
-    ),
-}
-LOSS_SETTINGS["selective_updater"] = LOSS_SETTINGS["selective"]
+# Column order of the tables: the plain and ASL baselines, then the four
+# models that share CSL's focusing and differ only in selection.
+MODES = (
+    "negative_ce", "negative_asl", "ignore_ce",
+    "negative_focus", "ignore_focus", "selective", "selective_updater",
+)
+CSL_MODES = ("selective", "selective_updater")
+CONTROLS = ("ignore_ce", "negative_ce", "ignore_focus", "negative_focus")
+PRIOR_SOURCES = ("naive", "negative_ce", "ignore_ce", "updater")
+
+# The authors' README examples: (gamma_pos, gamma_neg, gamma_unannotated).
+CSL_GAMMAS = {"rps": (0.0, 1.0, 4.0), "fpc": (0.0, 3.0, 4.0), "full": (0.0, 1.0, 4.0)}
+
+
+def loss_settings(mode, scheme):
+    """Keyword arguments of `ClassAwareSelectiveLoss` for a mode and scheme."""
+    if mode == "negative_ce":
+        return dict(mode="negative", gamma_pos=0.0, gamma_neg=0.0, gamma_unannotated=0.0)
+    if mode == "ignore_ce":
+        return dict(mode="ignore", gamma_pos=0.0, gamma_neg=0.0, gamma_unannotated=0.0)
+    if mode == "negative_asl":
+        return dict(mode="negative", gamma_pos=0.0, gamma_neg=4.0, gamma_unannotated=4.0, clip=0.05)
+    gamma_pos, gamma_neg, gamma_unannotated = CSL_GAMMAS[scheme]
+    gammas = dict(gamma_pos=gamma_pos, gamma_neg=gamma_neg, gamma_unannotated=gamma_unannotated)
+    if mode == "negative_focus":
+        return dict(mode="negative", **gammas)
+    if mode == "ignore_focus":
+        return dict(mode="ignore", **gammas)
+    if mode in CSL_MODES:
+        return dict(mode="selective", likelihood_topk=1, prior_threshold=0.5, **gammas)
+    raise ValueError(f"Invalid value for argument `mode`. Expected one of {MODES}. Received: mode={mode!r}")
 
 
 # ---------------------------------------------------------------- data
@@ -168,30 +218,25 @@ def build(dataset, input_shape, num_classes, seed):
     return build_model("tiny", num_classes=num_classes, image_size=input_shape[0])
 
 
-def train(dataset, x, y, mode, seed, prior=None, epochs=10):
-    """Trains one model; returns it and its loss (the prior for selective)."""
+def train(dataset, x, y, settings, seed, prior=None, epochs=10, updater=False):
+    """Trains one model; returns it and its loss (whose prior the updater set)."""
     import keras
 
     import keras_csl
 
     num_classes = y.shape[1]
     model = build(dataset, x.shape[1:], num_classes, seed)
-    loss = keras_csl.ClassAwareSelectiveLoss(
-        num_classes=num_classes, prior=prior, **LOSS_SETTINGS[mode]
-    )
+    loss = keras_csl.ClassAwareSelectiveLoss(num_classes=num_classes, prior=prior, **settings)
     callbacks, metrics = [], []
-    if mode == "selective_updater":
+    if updater:
         metrics = [keras_csl.metrics.MeanPrediction(num_classes)]
         callbacks = [keras_csl.callbacks.ClassPriorUpdater(loss, verbose=0)]
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss, metrics=metrics)
-    model.fit(
-        x, y, batch_size=64, epochs=epochs, verbose=0, callbacks=callbacks,
-        shuffle=True,
-    )
+    model.fit(x, y, batch_size=64, epochs=epochs, verbose=0, callbacks=callbacks, shuffle=True)
     return model, loss
 
 
-def mean_probabilities(model, x):
+def probabilities(model, x):
     logits = model.predict(x, batch_size=256, verbose=0).astype("float64")
     return 1.0 / (1.0 + np.exp(-logits))
 
@@ -203,45 +248,49 @@ def run_dataset(dataset, seeds, epoch_scale=1.0, log=print):
     from keras_csl.metrics import partial_mean_average_precision
 
     loader = {"mulan": load_mulan_scene, "digits": load_digits, "coco": load_coco_sample}[dataset]
-    x_train, y_train, x_test, y_test, names = loader()
+    x_train, y_train, x_test, y_test, _ = loader()
     epochs = max(1, int(round(EPOCHS[dataset] * epoch_scale)))
     true_frequency = y_train.mean(0)
     records = []
     for scheme, param in SCHEMES[dataset]:
+        name = scheme_name(scheme, param)
         for seed in range(seeds):
             if scheme == "full":
                 partial = y_train.copy()
             else:
                 partial = simulate_targets(y_train, scheme, param, seed=seed)
             estimates = {"naive": priors.naive_prior(partial)}
-            for mode in MODES:
-                if mode in ("selective",) and "ignore" not in estimates:
-                    raise RuntimeError("the ignore model runs before selective")
+            for mode in MODES:  # ignore_ce comes before selective: its prior.
                 start = time.perf_counter()
-                prior = estimates["ignore"] if mode == "selective" else None
-                model, loss = train(dataset, x_train, partial, mode, seed, prior=prior, epochs=epochs)
-                if mode in ("ignore", "negative"):
-                    estimates[mode] = mean_probabilities(model, x_train).mean(0).astype("float32")
+                settings = loss_settings(mode, scheme)
+                prior = estimates["ignore_ce"] if mode == "selective" else None
+                model, loss = train(
+                    dataset, x_train, partial, settings, seed, prior=prior,
+                    epochs=epochs, updater=mode == "selective_updater",
+                )
+                if mode in ("ignore_ce", "negative_ce"):
+                    estimates[mode] = probabilities(model, x_train).mean(0).astype("float32")
                 if mode == "selective_updater":
-                    estimates["updater"] = loss.prior
-                test_map, _ = partial_mean_average_precision(y_test, mean_probabilities(model, x_test))
+                    estimates["updater"] = np.asarray(loss.prior, "float32")
+                test_map, _ = partial_mean_average_precision(y_test, probabilities(model, x_test))
                 records.append(dict(
-                    dataset=dataset, scheme=_scheme_name(scheme, param), seed=seed,
-                    mode=mode, map=float(test_map), seconds=time.perf_counter() - start,
-                    annotated=float((partial != -1).mean()),
+                    dataset=dataset, scheme=name, seed=seed, mode=mode,
+                    map=float(test_map), seconds=time.perf_counter() - start,
+                    epochs=epochs, annotated=float((partial != -1).mean()),
+                    loss=settings,
                 ))
-                log(f"{dataset} {_scheme_name(scheme, param)} seed {seed} {mode}: mAP {test_map:.2f}")
+                log(f"{dataset} {name} seed {seed} {mode}: mAP {test_map:.2f} "
+                    f"({records[-1]['seconds']:.0f} s)")
             for source, estimate in estimates.items():
                 records.append(dict(
-                    dataset=dataset, scheme=_scheme_name(scheme, param), seed=seed,
-                    mode=f"prior:{source}",
+                    dataset=dataset, scheme=name, seed=seed, mode=f"prior:{source}",
                     rank_correlation=priors.rank_correlation(estimate, true_frequency),
                     mae=float(np.abs(estimate - true_frequency).mean()),
                 ))
     return records
 
 
-def _scheme_name(scheme, param):
+def scheme_name(scheme, param):
     if scheme == "full":
         return "full labels"
     return f"{scheme.upper()} {param:g}"
@@ -250,8 +299,35 @@ def _scheme_name(scheme, param):
 # ---------------------------------------------------------------- report
 
 
+def mean_and_spread(values):
+    """'mean ± sample std (ddof=1)', or the mean alone for one value."""
+    values = np.asarray(values, "float64")
+    if values.size == 1:
+        return f"{values[0]:.1f}"
+    return f"{values.mean():.1f} ± {values.std(ddof=1):.1f}"
+
+
+def paired_differences(records, dataset, scheme, mode, control):
+    """Per-seed mAP of `mode` minus `control` (same seed, same labels)."""
+    maps = {}
+    for r in records:
+        if r["dataset"] == dataset and r["scheme"] == scheme and "map" in r:
+            maps[(r["mode"], r["seed"])] = r["map"]
+    seeds = sorted(s for m, s in maps if m == mode and (control, s) in maps)
+    return np.asarray([maps[(mode, s)] - maps[(control, s)] for s in seeds], "float64")
+
+
+def margin_cell(differences):
+    """'+mean [min, max]' of per-seed differences."""
+    if differences.size == 0:
+        return ""
+    if differences.size == 1:
+        return f"{differences[0]:+.1f}"
+    return f"{differences.mean():+.1f} [{differences.min():+.1f}, {differences.max():+.1f}]"
+
+
 def summarize(records):
-    """Markdown tables: mAP (mean +- std over seeds) and prior quality."""
+    """Markdown tables: mAP, CSL's margin over its controls, prior quality."""
     lines = []
     by = {}
     for r in records:
@@ -260,32 +336,49 @@ def summarize(records):
     for dataset in datasets:
         schemes = list(dict.fromkeys(r["scheme"] for r in records if r["dataset"] == dataset))
         seeds = len({r["seed"] for r in records if r["dataset"] == dataset})
-        lines.append(f"### {dataset}: test mAP (%), mean ± std over {seeds} seed(s)\n")
+        spread = "mean ± sample std (ddof=1)" if seeds > 1 else "one seed"
+        lines.append(f"### {dataset}: test mAP (%), {spread} over {seeds} seed(s)\n")
         lines.append("| scheme | " + " | ".join(MODES) + " |")
         lines.append("|---" * (len(MODES) + 1) + "|")
         for scheme in schemes:
             cells = []
             for mode in MODES:
                 values = [r["map"] for r in by.get((dataset, scheme, mode), [])]
-                cells.append(f"{np.mean(values):.1f} ± {np.std(values):.1f}" if values else "")
+                cells.append(mean_and_spread(values) if values else "")
             lines.append(f"| {scheme} | " + " | ".join(cells) + " |")
         lines.append("")
-        lines.append(f"### {dataset}: prior estimate vs true class frequency (rank correlation / MAE)\n")
-        sources = ("naive", "negative", "ignore", "updater")
-        lines.append("| scheme | " + " | ".join(sources) + " |")
-        lines.append("|---" * (len(sources) + 1) + "|")
+        for csl in CSL_MODES:
+            lines.append(
+                f"### {dataset}: {csl} minus each control, mAP points, "
+                f"mean [min, max] of the {seeds} per-seed differences\n"
+            )
+            lines.append("| scheme | " + " | ".join(f"- {c}" for c in CONTROLS) + " |")
+            lines.append("|---" * (len(CONTROLS) + 1) + "|")
+            for scheme in schemes:
+                cells = [margin_cell(paired_differences(records, dataset, scheme, csl, c)) for c in CONTROLS]
+                lines.append(f"| {scheme} | " + " | ".join(cells) + " |")
+            lines.append("")
+        if not any(r["mode"].startswith("prior:") and r["dataset"] == dataset for r in records):
+            continue
+        lines.append(
+            f"### {dataset}: prior estimate vs true class frequency, "
+            f"rank correlation / MAE (MAE: {spread})\n"
+        )
+        lines.append("| scheme | " + " | ".join(PRIOR_SOURCES) + " |")
+        lines.append("|---" * (len(PRIOR_SOURCES) + 1) + "|")
         for scheme in schemes:
             cells = []
-            for source in sources:
+            for source in PRIOR_SOURCES:
                 rs = by.get((dataset, scheme, f"prior:{source}"), [])
                 if not rs:
                     cells.append("")
                     continue
                 rhos = [r["rank_correlation"] for r in rs if np.isfinite(r["rank_correlation"])]
-                mae = np.mean([r["mae"] for r in rs])
+                maes = np.asarray([r["mae"] for r in rs])
                 # A constant estimate (naive prior under FPC) has no ranking.
                 rho = f"{np.mean(rhos):.2f}" if rhos else "n/a"
-                cells.append(f"{rho} / {mae:.3f}")
+                mae = f"{maes.mean():.3f}" + (f" ± {maes.std(ddof=1):.3f}" if maes.size > 1 else "")
+                cells.append(f"{rho} / {mae}")
             lines.append(f"| {scheme} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -299,54 +392,120 @@ def plot(records, dataset, path):
 
     rows = [r for r in records if r["dataset"] == dataset and "map" in r]
     schemes = list(dict.fromkeys(r["scheme"] for r in rows))
-    fig, ax = plt.subplots(figsize=(9, 4))
+    fig, ax = plt.subplots(figsize=(10, 4))
     width = 0.8 / len(MODES)
     for i, mode in enumerate(MODES):
         means, stds = [], []
         for scheme in schemes:
             values = [r["map"] for r in rows if r["scheme"] == scheme and r["mode"] == mode]
             means.append(np.mean(values))
-            stds.append(np.std(values))
-        ax.bar(np.arange(len(schemes)) + (i - (len(MODES) - 1) / 2) * width, means, width, yerr=stds, label=mode, capsize=2)
+            stds.append(np.std(values, ddof=1) if len(values) > 1 else 0.0)
+        x = np.arange(len(schemes)) + (i - (len(MODES) - 1) / 2) * width
+        ax.bar(x, means, width, yerr=stds, label=mode, capsize=2)
     ax.set_xticks(np.arange(len(schemes)))
     ax.set_xticklabels(schemes)
-    ax.set_ylabel("test mAP (%)")
+    ax.set_ylabel("test mAP (%), error bar: sample std")
     low = min(r["map"] for r in rows)
     ax.set_ylim(max(0, low - 10), min(100, max(r["map"] for r in rows) + 5))
-    ax.set_title(f"{dataset}: mode comparison under simulated partial labels")
-    ax.legend(fontsize=8, ncol=len(MODES), loc="upper center", bbox_to_anchor=(0.5, -0.08))
+    ax.set_title(f"{dataset}: modes under simulated partial labels")
+    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.08))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
+def provenance(argv):
+    """The commit, dirtiness, command, versions and machine of a run."""
+
+    def git(*args):
+        try:
+            return subprocess.run(
+                ["git", *args], cwd=REPO, capture_output=True, text=True, check=True
+            ).stdout.rstrip("\n")  # Not strip(): porcelain lines start with a space.
+        except (OSError, subprocess.CalledProcessError):
+            return None
+
+    import keras
+    import tensorflow as tf
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return dict(
+        commit=git("rev-parse", "HEAD") or None,
+        dirty=None if status is None else bool(status),
+        changed_files=[] if not status else [line[3:] for line in status.splitlines()],
+        command=" ".join(["python benchmarks/partial_label_study.py", *argv[1:]]),
+        started_utc=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        machine=f"{os.cpu_count()} CPUs ({cpu})",
+        load_average_start=list(os.getloadavg()),
+        python=platform.python_version(), tensorflow=tf.__version__,
+        keras=keras.__version__, numpy=np.__version__,
+        keras_backend=keras.backend.backend(),
+        wall_seconds={},
+    )
+
+
+def read_records(path):
+    """(meta, records) of a records.json; older files were a bare list."""
+    data = json.loads(pathlib.Path(path).read_text())
+    if isinstance(data, list):
+        return {}, data
+    return data["meta"], data["records"]
+
+
+def write_outputs(output_dir, meta, records):
+    (output_dir / "records.json").write_text(json.dumps(dict(meta=meta, records=records), indent=1))
+    table = summarize(records)
+    (output_dir / "tables.md").write_text(
+        f"<!-- {meta.get('command', '')} at commit {meta.get('commit')} "
+        f"(dirty: {meta.get('dirty')}) -->\n\n" + table
+    )
+    return table
+
+
 def main(argv):
-    del argv
+    del argv  # absl keeps only what it did not parse; provenance needs sys.argv.
     logging.getLogger("keras_csl").setLevel(logging.WARNING)  # Per-epoch prior logs.
     output_dir = pathlib.Path(FLAGS.output_dir or REPO / "docs" / "results")
     output_dir.mkdir(parents=True, exist_ok=True)
     if FLAGS.replot:
-        records = json.loads((output_dir / "records.json").read_text())
+        meta, records = read_records(output_dir / "records.json")
         for dataset in sorted({r["dataset"] for r in records}):
             plot(records, dataset, output_dir / f"{dataset}.png")
-        print(summarize(records))
-        return
-    records = []
+        print(write_outputs(output_dir, meta, records))
+        return 0
+    meta = provenance(sys.argv)
+    meta.update(datasets=FLAGS.datasets, seeds=FLAGS.seeds, epoch_scale=FLAGS.epoch_scale)
+    if meta["dirty"]:
+        print(f"Warning: uncommitted changes to {meta['changed_files']}; records.json says so.")
+    records, table = [], "Nothing ran."
     for dataset in FLAGS.datasets:
-        needs_shared = dataset in ("mulan", "coco")
-        folder = SHARED_DATA / ("mulan-scene" if dataset == "mulan" else "coco-sample")
-        if needs_shared and not folder.is_dir():
-            print(f"{dataset}: skipped, {folder} not found")
-            continue
+        if dataset not in SCHEMES:
+            raise app.UsageError(f"Unknown dataset {dataset!r}; expected one of {list(SCHEMES)}.")
+        if dataset in ("mulan", "coco"):
+            folder = SHARED_DATA / ("mulan-scene" if dataset == "mulan" else "coco-sample")
+            if not folder.is_dir():
+                print(f"{dataset}: skipped, {folder} not found")
+                continue
         start = time.perf_counter()
-        records.extend(run_dataset(dataset, FLAGS.seeds, FLAGS.epoch_scale))
-        print(f"{dataset}: {time.perf_counter() - start:.0f} s")
+        records.extend(run_dataset(dataset, FLAGS.seeds, FLAGS.epoch_scale,
+                                   log=lambda line: print(line, flush=True)))
+        meta["wall_seconds"][dataset] = round(time.perf_counter() - start, 1)
+        print(f"{dataset}: {meta['wall_seconds'][dataset]:.0f} s", flush=True)
         plot(records, dataset, output_dir / f"{dataset}.png")
-    (output_dir / "records.json").write_text(json.dumps(records, indent=1))
-    table = summarize(records)
-    (output_dir / "tables.md").write_text(table)
+        # Written after each dataset, so a crash keeps what was done.
+        meta["load_average_end"] = list(os.getloadavg())
+        meta["finished_utc"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        table = write_outputs(output_dir, meta, records)
     print(table)
+    return 0
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -12,6 +12,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import random
 import subprocess
 import sys
 
@@ -39,6 +40,7 @@ loss_speed = load_script("loss_speed")
 metric_error = load_script("metric_error")
 training_speed = load_script("training_speed")
 gpu_check = load_script("gpu_check")
+pipeline_speed = load_script("pipeline_speed")
 
 
 def _env(**extra):
@@ -321,29 +323,105 @@ def test_pipeline_speed_flags():
         env=_env(), capture_output=True, text=True, timeout=60,
     )
     for flag in ("--data", "--image_size", "--batch_size", "--images",
-                 "--rounds", "--threads", "--pipelines"):
+                 "--rounds", "--threads", "--pipelines", "--inputs", "--json"):
         assert flag in result.stdout + result.stderr, flag
 
 
-def test_pipeline_speed_runs_on_a_few_jpegs(tmp_path):
+def test_pipeline_speed_runs_every_pipeline_on_both_inputs(tmp_path):
     data = _coco_like_sample(tmp_path / "sample")
+    output = tmp_path / "rows.json"
     result = subprocess.run(
         [sys.executable, str(BENCHMARKS / "pipeline_speed.py"), f"--data={data}",
          "--images=4", "--rounds=1", "--batch_size=4", "--image_size=32",
-         "--threads=1"],
+         "--threads=1", f"--json={output}"],
         env=_env(), capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "6 JPEGs from" in result.stdout and "1 thread(s)" in result.stdout
-    rows = [line.split("|")[1:-1] for line in result.stdout.splitlines()
-            if line.startswith("| ") and "---" not in line]
-    assert rows[0][2].strip() == "median per-round ratio to bare"
-    assert [r[0].strip() for r in rows[1:]] == [
-        "bare", "decode+resize", "eval", "train", "train@256"
+    has_recipe = importlib.util.find_spec("randaugment") is not None
+    if not has_recipe:
+        assert "pil_recipe: skipped, the `randaugment` package" in result.stdout
+    rows = json.loads(output.read_text())
+    expected = ["pil"] + ["pil_recipe"] * has_recipe + [
+        "tf_bare", "decode+resize", "eval", "train"]
+    # Every pipeline ran on both inputs, 4 images each, in one run.
+    assert [(r["input"], r["pipeline"]) for r in rows] == [
+        (i, p) for i in ("original", "short256") for p in expected]
+    assert all(r["images_per_s"] > 0 and r["cpu_ms"] > 0 for r in rows)
+    table = [line.split("|")[1:-1] for line in result.stdout.splitlines()
+             if line.startswith("| original |") or line.startswith("| short256 |")]
+    assert [(c[0].strip(), c[1].strip()) for c in table] == [
+        (r["input"], r["pipeline"]) for r in rows]
+    # tf_bare against itself, on the same input, is 1.
+    assert all(c[3].strip() == "1.00" for c in table if c[1].strip() == "tf_bare")
+    assert "each pipeline on short256 against itself on original" in result.stdout
+
+
+def test_pipeline_speed_times_the_parts_of_the_augmentation(tmp_path):
+    data = _coco_like_sample(tmp_path / "sample", count=3)
+    output = tmp_path / "rows.json"
+    parts = ["tf_bare", "train_no_aug", "train_flip", "train_cutout", "train_ra1", "train_ra2"]
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "pipeline_speed.py"), f"--data={data}",
+         "--images=2", "--rounds=1", "--batch_size=2", "--image_size=16",
+         "--threads=1", "--inputs=original", f"--pipelines={','.join(parts)}",
+         f"--json={output}"],
+        env=_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [r["pipeline"] for r in json.loads(output.read_text())] == parts
+
+
+def test_pipeline_speed_rejects_an_unknown_pipeline(tmp_path):
+    data = _coco_like_sample(tmp_path / "sample", count=1)
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "pipeline_speed.py"), f"--data={data}",
+         "--pipelines=tf_bare,trian"],
+        env=_env(), capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0
+    assert "Invalid value for flag --pipelines" in result.stderr
+    assert "['trian']" in result.stderr
+
+
+def test_pipeline_speed_ratios_are_per_round_on_the_same_input():
+    rows = [
+        dict(threads=1, round=k, input=i, pipeline=p, images_per_s=v, cpu_ms=1.0)
+        for k, values in enumerate([
+            {("a", "tf_bare"): 100, ("a", "train"): 80, ("a", "pil"): 40,
+             ("b", "tf_bare"): 400, ("b", "train"): 200, ("b", "pil"): 100},
+            {("a", "tf_bare"): 200, ("a", "train"): 100, ("a", "pil"): 50,
+             ("b", "tf_bare"): 500, ("b", "train"): 300, ("b", "pil"): 100},
+        ])
+        for (i, p), v in values.items()
     ]
-    for row in rows[1:]:
-        assert all(float(cell) > 0 for cell in row[1:]), row
-    assert rows[1][2].strip() == "1.00"
+    table = pipeline_speed.format_tables(rows, ["a", "b"], ["pil", "tf_bare", "train"])
+    lines = table.splitlines()
+    assert "| input | pipeline | images/s | x tf_bare, same input | x pil, same input | CPU ms/image |" in lines
+    # Round ratios to tf_bare 0.8 and 0.5: median 0.65 (the medians' ratio
+    # would be 90 / 150 = 0.6); to pil on input a: 2.0 and 2.0.
+    assert "| a | train | 90 | 0.65 | 2.00 | 1.00 |" in lines
+    # Input b is compared with b only: 200 / 400, 300 / 500; 2, 3.
+    assert "| b | train | 250 | 0.55 | 2.50 | 1.00 |" in lines
+    # train on b against train on a: 200 / 80 = 2.5, 300 / 100 = 3.
+    assert "| train | 2.75 | 1.00 |" in lines
+
+
+def test_pil_cutout_is_one_half_size_box_of_one_colour():
+    from PIL import Image
+
+    random.seed(3)
+    for _ in range(20):
+        image = pipeline_speed._cutout(Image.new("RGB", (20, 20)))
+        pixels = np.asarray(image).reshape(-1, 3)
+        changed = np.flatnonzero(pixels.any(axis=1))
+        colours = {tuple(c) for c in pixels[changed]}
+        rows, cols = np.unravel_index(changed, (20, 20))
+        # A box of round(20 / 2) = 10 px around the centre, both ends drawn,
+        # cut at the border (the authors' CutoutPIL).
+        assert len(colours) <= 1
+        assert rows.max() - rows.min() <= 10 and cols.max() - cols.min() <= 10
+        assert len(changed) == (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
 
 
 def test_pipeline_speed_skips_without_data(tmp_path):
