@@ -1,0 +1,168 @@
+"""Validation with the streaming partial mAP, for raw and averaged weights."""
+
+import logging
+import math
+
+import keras
+import numpy as np
+
+from keras_csl.callbacks import _backend
+from keras_csl.metrics.average_precision import PartialMeanAveragePrecision
+
+logger = logging.getLogger(__name__)
+
+
+class PartialMAPValidation(keras.callbacks.Callback):
+    """Partial mAP of a validation set after each epoch, raw and EMA weights.
+
+    After each epoch the validation set is predicted batch by batch and
+    scored with `keras_csl.metrics.PartialMeanAveragePrecision` (per class,
+    over the annotated entries only), once with the model's weights
+    (`logs["val_map"]`) and, given a `ModelEMA`, once with the averaged
+    weights (`logs["val_map_ema"]`), in percent. Later callbacks
+    (`BestModelCheckpoint`, `MetricsLogger`, the progress bar) see both.
+
+    On TensorFlow each replica of the model's `tf.distribute` strategy
+    predicts its own batches and updates its own part of the metric inside
+    `strategy.run`: no prediction is gathered on the host. Memory per
+    replica is the metric's: with `num_thresholds=B` bins (the default,
+    1000) `8 * num_classes * B` bytes whatever the size of the validation
+    set (77 MB for OpenImages' 9,605 classes), within about 0.03 mAP points
+    of the exact value (docs/METRICS.md); with `num_thresholds=None` the
+    exact mAP, from buffers of `8 * replicas * max_samples * num_classes`
+    bytes per replica (`max_samples`: rows one replica may receive).
+
+    Why not `fit(validation_data=...)` with the metric compiled: fit
+    validates the raw weights only (`keras.callbacks.SwapEMAWeights` would
+    replace them, not add the EMA's score), `fit` does not run under
+    `MultiWorkerMirroredStrategy` (keras-team/keras#20585), and calling
+    `model.evaluate` from a callback resets the model's compiled metrics,
+    among them the training `MeanPrediction` that `ClassPriorUpdater` reads.
+
+    Example:
+
+    ```python
+    ema = keras_csl.callbacks.ModelEMA()
+    model.fit(train_ds, epochs=10, callbacks=[
+        ema, keras_csl.callbacks.PartialMAPValidation(val_ds, ema=ema)])
+    model.history.history["val_map"]  # e.g. [41.3, 55.0, ...]
+    ```
+
+    Args:
+        validation_data: a `tf.data.Dataset` (or iterable) of
+            `(images, targets)` batches with targets in {1, 0, -1}, a tuple
+            of arrays `(images, targets)`, or `fn(input_context) ->
+            tf.data.Dataset` giving each input pipeline its share in
+            per-replica batches (`keras_csl.training.inputs`).
+        ema: optional `ModelEMA`; its averaged weights are scored too.
+        num_thresholds: bins of the bounded-memory metric (default 1000),
+            or `None` for the exact metric.
+        max_samples: exact metric only: rows kept per replica (must cover
+            every row a replica receives; too few is a clear error).
+        from_logits: whether the model outputs logits. Defaults to True.
+        batch_size: rows per replica when a dataset or arrays are cut into
+            per-replica batches (several replicas). Defaults to 32.
+        name: log key of the mAP; the EMA's is `name + "_ema"`.
+
+    Attributes:
+        metric: the `PartialMeanAveragePrecision` (holding the last pass).
+        last_logs: the values of the last validation.
+    """
+
+    def __init__(
+        self,
+        validation_data,
+        ema=None,
+        num_thresholds=1000,
+        max_samples=None,
+        from_logits=True,
+        batch_size=None,
+        name="val_map",
+    ):
+        super().__init__()
+        if num_thresholds is None and max_samples is None:
+            raise ValueError(
+                "Invalid value for argument `max_samples`. The exact metric "
+                "(num_thresholds=None) needs the number of rows one replica "
+                "may receive. Received: max_samples=None"
+            )
+        if ema is not None and not hasattr(ema, "averaged_weights"):
+            raise ValueError(
+                "Invalid value for argument `ema`. Expected a "
+                f"keras_csl.callbacks.ModelEMA. Received: ema={ema!r}"
+            )
+        self.validation_data = validation_data
+        self.ema = ema
+        self.num_thresholds = num_thresholds
+        self.max_samples = max_samples
+        self.from_logits = from_logits
+        self.batch_size = batch_size
+        self.name = name
+        self.metric = None
+        self.last_logs = {}
+        self._pass = None
+
+    def on_train_begin(self, logs=None):
+        self.last_logs = {}
+        if self.metric is not None:
+            return
+        num_classes = int(self.model.outputs[0].shape[-1])
+        with _backend.scope(self.model):
+            self.metric = PartialMeanAveragePrecision(
+                num_classes,
+                from_logits=self.from_logits,
+                num_thresholds=self.num_thresholds,
+                max_samples=self.max_samples or 1,
+                name=self.name,
+            )
+            if _backend.strategy_of(self.model) is not None:
+                from keras_csl.callbacks import _tf_evaluation
+
+                self._pass = _tf_evaluation.DistributedPass(
+                    self.model, self.metric,
+                    _tf_evaluation.as_dataset_fn(self.validation_data,
+                                                 self.batch_size),
+                ).run
+            else:
+                self._pass = self._eager_pass
+
+    def on_epoch_end(self, epoch, logs=None):
+        values = self.evaluate()
+        if logs is not None:
+            logs.update(values)
+
+    def evaluate(self):
+        """Scores the validation set now; returns `{name: mAP[, name_ema]}`."""
+        if self._pass is None:
+            self.on_train_begin()
+        values = {self.name: self._score()}
+        if self.ema is not None:
+            with self.ema.averaged_weights():
+                values[self.name + "_ema"] = self._score()
+        self.last_logs = values
+        return values
+
+    def _score(self):
+        self._pass()
+        value = float(keras.ops.convert_to_numpy(self.metric.result()))
+        if not math.isfinite(value):
+            logger.warning(
+                "%s is NaN: no class has both an annotated positive and an "
+                "annotated negative in the validation set.", self.name,
+            )
+        return value
+
+    def _eager_pass(self):
+        """Other backends: batch by batch on the host's default device."""
+        self.metric.reset_state()
+        data = self.validation_data
+        if isinstance(data, (tuple, list)):
+            size = self.batch_size or 32
+            data = [
+                (data[0][i:i + size], data[1][i:i + size])
+                for i in range(0, len(data[0]), size)
+            ]
+        for batch in data:
+            images, targets = batch[0], batch[1]
+            logits = np.asarray(self.model.predict_on_batch(images), "float32")
+            self.metric.update_state(np.asarray(targets, "float32"), logits)

@@ -1,0 +1,116 @@
+"""TrainingCheckpoint: a fit killed mid-epoch resumes to the same weights."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import keras_csl
+from keras_csl.callbacks import BestModelCheckpoint
+from keras_csl.callbacks import ClassPriorUpdater
+from keras_csl.callbacks import MetricsLogger
+from keras_csl.callbacks import ModelEMA
+from keras_csl.callbacks import PartialMAPValidation
+from keras_csl.callbacks import TrainingCheckpoint
+
+RNG = np.random.default_rng(7)
+X = RNG.normal(size=(32, 6)).astype("float32")
+Y = RNG.choice([-1.0, 0.0, 1.0], size=(32, 4)).astype("float32")
+X_VAL = RNG.normal(size=(20, 6)).astype("float32")
+Y_VAL = RNG.choice([0.0, 1.0], size=(20, 4)).astype("float32")
+EPOCHS = 4
+
+
+def make_run(folder):
+    """Everything a process builds before `fit` (same seed every time)."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6,), name="images")
+    x = keras.layers.Dense(8)(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    model = keras.Model(inputs, keras.layers.Dense(4)(x))
+    loss = keras_csl.ClassAwareSelectiveLoss(num_classes=4, likelihood_topk=0,
+                                             prior_threshold=0.5)
+    schedule = keras.optimizers.schedules.CosineDecay(0.05, EPOCHS * 4)
+    model.compile(keras.optimizers.AdamW(schedule), loss,
+                  metrics=[keras_csl.metrics.MeanPrediction(4)])
+    ema = ModelEMA(decay=0.8)
+    best = BestModelCheckpoint(str(folder / "best.keras"), ema=ema, verbose=0)
+    callbacks = [
+        ema,
+        PartialMAPValidation((X_VAL, Y_VAL), ema=ema, num_thresholds=None,
+                             max_samples=20),
+        best,
+        ClassPriorUpdater(loss, momentum=0.5, verbose=0),
+        TrainingCheckpoint(folder / "checkpoints", track=[ema, best]),
+        MetricsLogger(folder / "metrics.jsonl"),
+    ]
+    return model, loss, ema, best, callbacks
+
+
+class Crash(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        if self.params and batch == 1 and self._epoch == 2:
+            raise RuntimeError("killed in the middle of epoch 3")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+
+def fit(model, callbacks):
+    return model.fit(X, Y, batch_size=8, epochs=EPOCHS, shuffle=False, verbose=0,
+                     callbacks=callbacks)
+
+
+def test_a_killed_fit_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path):
+    model_a, loss_a, ema_a, best_a, callbacks = make_run(tmp_path / "a")
+    fit(model_a, callbacks)
+
+    folder = tmp_path / "b"
+    model, _, _, _, callbacks = make_run(folder)
+    with pytest.raises(RuntimeError, match="killed"):
+        fit(model, callbacks + [Crash()])
+    # A new process: everything built again, then the same call.
+    model_b, loss_b, ema_b, best_b, callbacks = make_run(folder)
+    history = fit(model_b, callbacks)
+    assert len(history.history["loss"]) == 2  # epochs 3 and 4 only
+
+    assert int(model_b.optimizer.iterations.numpy()) == EPOCHS * 4
+    for a, b in zip(model_a.get_weights(), model_b.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    for a, b in zip(model_a.optimizer.variables, model_b.optimizer.variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)
+    for a, b in zip(ema_a.averaged_values(), ema_b.averaged_values()):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    np.testing.assert_allclose(loss_a.prior, loss_b.prior, atol=1e-6)
+    assert best_a.get_state() == best_b.get_state()
+    lines = (folder / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
+    # Two checkpoints kept (the default), the last one complete.
+    checkpoint = TrainingCheckpoint(folder / "checkpoints")
+    assert [epoch for epoch, _ in checkpoint.checkpoints()] == [3, 4]
+
+
+def test_resume_refuses_other_steps_and_old_folders(tmp_path):
+    model, _, _, _, callbacks = make_run(tmp_path)
+    model.fit(X, Y, batch_size=8, epochs=1, verbose=0, callbacks=callbacks)
+    model, _, _, _, callbacks = make_run(tmp_path)
+    with pytest.raises(ValueError, match="4 optimizer steps after 1 epochs; 2 steps"):
+        model.fit(X, Y, batch_size=16, epochs=2, verbose=0, callbacks=callbacks)
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "checkpoint").write_text('model_checkpoint_path: "ckpt-2"\n')
+    model, _, _, _, _ = make_run(tmp_path)
+    with pytest.raises(ValueError, match="older keras-csl"):
+        model.fit(X, Y, epochs=1, verbose=0, callbacks=[TrainingCheckpoint(old)])
+
+
+def test_partial_folders_are_ignored_and_arguments_checked(tmp_path):
+    (tmp_path / "ckpt-3.partial").mkdir()
+    (tmp_path / "ckpt-2").mkdir()  # No state.json: incomplete.
+    assert TrainingCheckpoint(tmp_path).latest() is None
+    with pytest.raises(ValueError, match="keep"):
+        TrainingCheckpoint(tmp_path, keep=0)
+    with pytest.raises(ValueError, match="different classes"):
+        TrainingCheckpoint(tmp_path, track=[ModelEMA(), ModelEMA()])
