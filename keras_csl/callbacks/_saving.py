@@ -10,13 +10,19 @@ from keras_csl.models.card import get_model_card
 from keras_csl.models.card import set_model_card
 
 logger = logging.getLogger(__name__)
+_WARNED = set()  # Paths already warned about a missing card.
 
 
 def inference_view(model):
     """An uncompiled model over `model`'s layers: no optimizer in its file."""
-    if getattr(model, "inputs", None) and getattr(model, "outputs", None):
-        return keras.Model(model.inputs, model.outputs, name=model.name)
-    return model
+    inputs, outputs = getattr(model, "inputs", None), getattr(model, "outputs", None)
+    if not inputs or not outputs:
+        return model  # Subclassed: saved as it is.
+    return keras.Model(
+        inputs[0] if len(inputs) == 1 else inputs,
+        outputs[0] if len(outputs) == 1 else outputs,
+        name=model.name,
+    )
 
 
 def save_inference_model(model, path, card=None, extra=None, weights_path=None):
@@ -34,7 +40,11 @@ def save_inference_model(model, path, card=None, extra=None, weights_path=None):
     own_card = get_model_card(model)
     card = card if card is not None else own_card
     if card is None:
-        logger.warning("%s: the model has no model card; saving it without.", path)
+        if path not in _WARNED:
+            _WARNED.add(path)
+            logger.warning("%s: the model has no model card (see "
+                           "keras_csl.models.set_model_card); saving it "
+                           "without.", path)
     else:
         card = card.replace(extra=dict(card.extra, **(extra or {})))
         view = set_model_card(view, card)

@@ -142,6 +142,7 @@ class ModelEMA(keras.callbacks.Callback):
 
     def swap(self):
         """Exchanges the model's weights and the shadows, in place."""
+        self._sync_model()
         self._function("swap", self._swap)()
 
     def _swap(self):
@@ -216,6 +217,7 @@ class ModelEMA(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if not self.update_on_batch_end:
             return
+        self._sync_model()
         steps = batch - self._last_batch if batch > self._last_batch else 1
         self._last_batch = batch
         if steps > 1 and not self._warned:
@@ -237,6 +239,12 @@ class ModelEMA(keras.callbacks.Callback):
         if name not in self._compiled:
             self._compiled[name] = _backend.compiled(fn)
         return self._compiled[name]
+
+    def _sync_model(self):
+        # On JAX, `fit` keeps the weights outside the variables during an
+        # epoch; reading `self.model` writes them back (Keras's callbacks
+        # rely on the same).
+        return self.model
 
     def _require_built(self):
         if self._built_for is None:

@@ -11,6 +11,11 @@ from keras_csl.metrics.average_precision import PartialMeanAveragePrecision
 
 logger = logging.getLogger(__name__)
 
+# num_thresholds="auto": the exact metric when its buffers take at most this
+# many bytes per replica, else the bounded metric with this many bins.
+EXACT_BUDGET_BYTES = 256 * 2**20
+BOUNDED_BINS = 1000
+
 
 class PartialMAPValidation(keras.callbacks.Callback):
     """Partial mAP of a validation set after each epoch, raw and EMA weights.
@@ -25,12 +30,16 @@ class PartialMAPValidation(keras.callbacks.Callback):
     On TensorFlow each replica of the model's `tf.distribute` strategy
     predicts its own batches and updates its own part of the metric inside
     `strategy.run`: no prediction is gathered on the host. Memory per
-    replica is the metric's: with `num_thresholds=B` bins (the default,
-    1000) `8 * num_classes * B` bytes whatever the size of the validation
-    set (77 MB for OpenImages' 9,605 classes), within about 0.03 mAP points
-    of the exact value (docs/METRICS.md); with `num_thresholds=None` the
-    exact mAP, from buffers of `8 * replicas * max_samples * num_classes`
-    bytes per replica (`max_samples`: rows one replica may receive).
+    replica is the metric's. The exact metric keeps every score: buffers of
+    `8 * replicas * max_samples * num_classes` bytes per replica
+    (`max_samples`: the rows one replica may receive). The bounded metric
+    with `B` bins keeps `8 * num_classes * B` bytes whatever the size of the
+    validation set (77 MB for OpenImages' 9,605 classes at `B = 1000`),
+    within about 0.03 mAP points of the exact value on large validation
+    sets (docs/METRICS.md; on a few dozen images with clustered scores it
+    can be off by tenths of a point). `num_thresholds="auto"` (the default)
+    takes the exact metric when the number of validation images is known
+    and its buffers fit in 256 MiB per replica, else 1000 bins.
 
     Why not `fit(validation_data=...)` with the metric compiled: fit
     validates the raw weights only (`keras.callbacks.SwapEMAWeights` would
@@ -55,10 +64,14 @@ class PartialMAPValidation(keras.callbacks.Callback):
             tf.data.Dataset` giving each input pipeline its share in
             per-replica batches (`keras_csl.training.inputs`).
         ema: optional `ModelEMA`; its averaged weights are scored too.
-        num_thresholds: bins of the bounded-memory metric (default 1000),
-            or `None` for the exact metric.
-        max_samples: exact metric only: rows kept per replica (must cover
-            every row a replica receives; too few is a clear error).
+        num_thresholds: `"auto"` (default, see above), `None` for the exact
+            metric, or the number of bins (>= 2) of the bounded metric.
+        max_samples: exact metric: rows kept per replica (must cover every
+            row a replica receives; too few is a clear error). Default:
+            computed from `num_examples`.
+        num_examples: number of validation images; default `len` of the
+            arrays, or the `num_examples` attribute of a dataset function
+            (`keras_csl.training.inputs` sets it), else unknown.
         from_logits: whether the model outputs logits. Defaults to True.
         batch_size: rows per replica when a dataset or arrays are cut into
             per-replica batches (several replicas). Defaults to 32.
@@ -73,18 +86,22 @@ class PartialMAPValidation(keras.callbacks.Callback):
         self,
         validation_data,
         ema=None,
-        num_thresholds=1000,
+        num_thresholds="auto",
         max_samples=None,
+        num_examples=None,
         from_logits=True,
         batch_size=None,
         name="val_map",
     ):
         super().__init__()
-        if num_thresholds is None and max_samples is None:
+        if not (num_thresholds in ("auto", None) or (
+            isinstance(num_thresholds, int) and not isinstance(num_thresholds, bool)
+            and num_thresholds >= 2
+        )):
             raise ValueError(
-                "Invalid value for argument `max_samples`. The exact metric "
-                "(num_thresholds=None) needs the number of rows one replica "
-                "may receive. Received: max_samples=None"
+                "Invalid value for argument `num_thresholds`. Expected 'auto', "
+                "None (exact) or an integer >= 2. Received: "
+                f"num_thresholds={num_thresholds!r}"
             )
         if ema is not None and not hasattr(ema, "averaged_weights"):
             raise ValueError(
@@ -95,6 +112,7 @@ class PartialMAPValidation(keras.callbacks.Callback):
         self.ema = ema
         self.num_thresholds = num_thresholds
         self.max_samples = max_samples
+        self.num_examples = num_examples
         self.from_logits = from_logits
         self.batch_size = batch_size
         self.name = name
@@ -107,12 +125,13 @@ class PartialMAPValidation(keras.callbacks.Callback):
         if self.metric is not None:
             return
         num_classes = int(self.model.outputs[0].shape[-1])
+        num_thresholds, max_samples = self._metric_size(num_classes)
         with _backend.scope(self.model):
             self.metric = PartialMeanAveragePrecision(
                 num_classes,
                 from_logits=self.from_logits,
-                num_thresholds=self.num_thresholds,
-                max_samples=self.max_samples or 1,
+                num_thresholds=num_thresholds,
+                max_samples=max_samples,
                 name=self.name,
             )
             if _backend.strategy_of(self.model) is not None:
@@ -125,6 +144,39 @@ class PartialMAPValidation(keras.callbacks.Callback):
                 ).run
             else:
                 self._pass = self._eager_pass
+
+    def _metric_size(self, num_classes):
+        """`(num_thresholds, max_samples)` of the metric to create."""
+        if self.num_thresholds not in ("auto", None):
+            return self.num_thresholds, 1
+        strategy = _backend.strategy_of(self.model)
+        replicas = 1 if strategy is None else strategy.num_replicas_in_sync
+        rows = self.max_samples or self._rows_per_replica(strategy, replicas)
+        if self.num_thresholds is None:
+            if rows is None:
+                raise ValueError(
+                    "Invalid value for argument `max_samples`. The exact metric "
+                    "(num_thresholds=None) needs the rows one replica may "
+                    "receive, or `num_examples`. Received: max_samples=None"
+                )
+            return None, rows
+        if rows is not None and 8 * replicas * rows * num_classes <= EXACT_BUDGET_BYTES:
+            return None, rows
+        return BOUNDED_BINS, 1
+
+    def _rows_per_replica(self, strategy, replicas):
+        """An upper bound of the rows one replica receives, or `None`."""
+        count = self.num_examples
+        data = self.validation_data
+        if count is None and isinstance(data, (tuple, list)):
+            count = len(data[0])
+        if count is None:
+            count = getattr(data, "num_examples", None)
+        if count is None or replicas == 1 or _backend.is_multi_worker(strategy):
+            return count  # Workers' shares of the files may be uneven.
+        # One pipeline: per-replica batches go to the replicas in turn.
+        batch = self.batch_size or 32
+        return math.ceil(math.ceil(count / batch) / replicas) * batch
 
     def on_epoch_end(self, epoch, logs=None):
         values = self.evaluate()

@@ -29,7 +29,6 @@ batch), `checkpoints/`, `best.keras` + `best.weights.h5` + `best.json`,
 import dataclasses
 import json
 import logging
-import math
 import os
 
 import keras
@@ -57,10 +56,6 @@ RESUME_FIELDS = (
     "backbone", "num_classes", "image_size", "ema_decay", "seed",
     "steps_per_epoch", "global_batch_size",
 )
-# "auto" validation: the exact mAP when its buffers take at most this many
-# bytes per replica, else the bounded metric with this many bins.
-EXACT_METRIC_BUDGET = 256 * 2**20
-BOUNDED_BINS = 1000
 
 
 @dataclasses.dataclass
@@ -170,10 +165,8 @@ def build_run(config, steps_per_epoch, *, val_data=None, run_dir=None,
         ema.build(model)  # From the initial weights, as the authors' ModelEma.
     validation = None
     if val_data is not None:
-        thresholds, rows = _validation_metric(config, val_data, card.num_classes,
-                                              strategy)
         validation = csl_callbacks.PartialMAPValidation(
-            val_data, ema=ema, num_thresholds=thresholds, max_samples=rows,
+            val_data, ema=ema, num_thresholds=config.val_num_thresholds,
             batch_size=config.per_replica_batch_size,
         )
     best = csl_callbacks.BestModelCheckpoint(
@@ -261,34 +254,6 @@ def _model_card(config, model, run_dir, custom_model):
         architecture=model.name if custom_model else config.backbone,
         source=source,
     )
-
-
-def _validation_metric(config, val_data, num_classes, strategy):
-    """`(num_thresholds, max_samples)` of the validation metric."""
-    choice = config.val_num_thresholds
-    if isinstance(choice, int):
-        return choice, None
-    count = getattr(val_data, "num_examples", None)
-    rows = None
-    if count is not None:
-        replicas = strategy.num_replicas_in_sync
-        if distribute.num_workers(strategy) > 1:
-            rows = count  # Workers' shares of the files may be uneven.
-        else:  # One pipeline: batches go to the replicas in turn.
-            batch = config.per_replica_batch_size
-            rows = math.ceil(math.ceil(count / batch) / replicas) * batch
-    if choice is None:
-        if rows is None:
-            raise ValueError(
-                "Invalid value for config field `val_num_thresholds`. The exact "
-                "metric (None) needs the number of validation images "
-                "(val-summary.json next to val_files). Received: None"
-            )
-        return None, rows
-    replicas = strategy.num_replicas_in_sync
-    if rows is not None and 8 * replicas * rows * num_classes <= EXACT_METRIC_BUDGET:
-        return None, rows
-    return BOUNDED_BINS, None
 
 
 def _prepare_run_dir(config, run_dir, steps_per_epoch, global_batch, chief):

@@ -84,6 +84,8 @@ def _number(value):
 
 
 def to_jsonable(value):
+    """`value` with NumPy arrays and scalars as plain lists and numbers, NaN
+    and infinities as `None` (strict JSON)."""
     if isinstance(value, dict):
         return {key: to_jsonable(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):

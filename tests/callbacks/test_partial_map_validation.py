@@ -47,7 +47,7 @@ def test_exact_value_is_sklearn_and_bounded_is_close():
     data = tf.data.Dataset.from_tensor_slices((X, Y)).batch(8)
     _, exact = evaluate(model, data, num_thresholds=None, max_samples=45)
     np.testing.assert_allclose(exact["val_map"], expected, rtol=1e-5)
-    _, bounded = evaluate(model, data)  # 1000 bins by default
+    _, bounded = evaluate(model, data, num_thresholds=1000)
     assert abs(bounded["val_map"] - expected) < 0.1
     # Arrays and a dataset function give the same.
     _, from_arrays = evaluate(model, (X, Y), num_thresholds=None, max_samples=45,
@@ -104,9 +104,26 @@ def test_in_fit_raw_and_ema_values_reach_the_logs():
                                rtol=1e-5)
 
 
+def test_auto_takes_the_exact_metric_where_it_fits(two_cpu_strategy):
+    model = model_in()
+    data = tf.data.Dataset.from_tensor_slices((X, Y)).batch(8)
+    assert evaluate(model, (X, Y))[0].metric.num_thresholds is None  # 45 rows
+    assert evaluate(model, data)[0].metric.num_thresholds == 1000  # size unknown
+    exact, logs = evaluate(model, data, num_examples=45)
+    assert exact.metric.num_thresholds is None and exact.metric.max_samples == 45
+    # 2 replicas, per-replica batches of 8: at most 3 batches (24 rows) each.
+    two = evaluate(model_in(two_cpu_strategy), data, num_examples=45, batch_size=8)[0]
+    assert two.metric.max_samples == 24
+    # 8 bytes x 1 replica x 10^7 rows x 4 classes > 256 MiB: bounded.
+    assert evaluate(model, data, num_examples=10**7)[0].metric.num_thresholds == 1000
+
+
 def test_errors():
+    data = tf.data.Dataset.from_tensor_slices((X, Y)).batch(8)
     with pytest.raises(ValueError, match="max_samples"):
-        PartialMAPValidation((X, Y), num_thresholds=None)
+        evaluate(model_in(), data, num_thresholds=None)
+    with pytest.raises(ValueError, match="num_thresholds"):
+        PartialMAPValidation((X, Y), num_thresholds=1)
     with pytest.raises(ValueError, match="ema"):
         PartialMAPValidation((X, Y), ema="yes")
     with pytest.raises(ValueError, match="validation_data"):

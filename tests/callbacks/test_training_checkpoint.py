@@ -92,20 +92,6 @@ def test_a_killed_fit_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path):
     assert [epoch for epoch, _ in checkpoint.checkpoints()] == [3, 4]
 
 
-def test_resume_refuses_other_steps_and_old_folders(tmp_path):
-    model, _, _, _, callbacks = make_run(tmp_path)
-    model.fit(X, Y, batch_size=8, epochs=1, verbose=0, callbacks=callbacks)
-    model, _, _, _, callbacks = make_run(tmp_path)
-    with pytest.raises(ValueError, match="4 optimizer steps after 1 epochs; 2 steps"):
-        model.fit(X, Y, batch_size=16, epochs=2, verbose=0, callbacks=callbacks)
-    old = tmp_path / "old"
-    old.mkdir()
-    (old / "checkpoint").write_text('model_checkpoint_path: "ckpt-2"\n')
-    model, _, _, _, _ = make_run(tmp_path)
-    with pytest.raises(ValueError, match="older keras-csl"):
-        model.fit(X, Y, epochs=1, verbose=0, callbacks=[TrainingCheckpoint(old)])
-
-
 def test_partial_folders_are_ignored_and_arguments_checked(tmp_path):
     (tmp_path / "ckpt-3.partial").mkdir()
     (tmp_path / "ckpt-2").mkdir()  # No state.json: incomplete.

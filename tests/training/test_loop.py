@@ -179,11 +179,10 @@ class StopAt(keras.callbacks.Callback):
             raise KeyboardInterrupt(f"killed at epoch {epoch}")
 
 
-@pytest.mark.parametrize("prior_momentum", [0.0, 0.5])
-def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, prior_momentum):
+def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path):
     # With momentum, the first update after the restart blends with the
     # restored prior, as in the uninterrupted run.
-    settings = dict(epochs=3, prior_momentum=prior_momentum, prior_warmup_epochs=0)
+    settings = dict(epochs=3, prior_momentum=0.5, prior_warmup_epochs=0)
     uninterrupted = run(run_dir=tmp_path / "a", **settings)
     with pytest.raises(KeyboardInterrupt):
         run(run_dir=tmp_path / "b", callbacks=[StopAt(2)], **settings)
