@@ -52,10 +52,16 @@ class ModelEMA(keras.callbacks.Callback):
     Example:
 
     ```python
-    ema = keras_csl.callbacks.ModelEMA(decay=0.9997)
-    model.fit(train_ds, epochs=10, callbacks=[ema])
-    with ema.averaged_weights():          # the model holds the average
-        scores = model.predict(val_images)
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(
+        1, use_bias=False, kernel_initializer="zeros")])
+    ema = keras_csl.callbacks.ModelEMA(decay=0.75)
+    ema.build(model)                   # the average starts at the weight, 0
+    model.weights[0].assign([[1.0]])   # a training step moves the weight to 1
+    ema.update()                       # 0.75 * 0 + 0.25 * 1
+    float(ema.shadows[0][0, 0])        # 0.25
+    with ema.averaged_weights():       # the model holds the average
+        float(model.weights[0][0, 0])  # 0.25
+    # In fit, after every batch: model.fit(..., callbacks=[ema])
     ```
 
     Args:

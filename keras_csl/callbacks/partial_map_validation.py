@@ -48,13 +48,18 @@ class PartialMAPValidation(keras.callbacks.Callback):
     `model.evaluate` from a callback resets the model's compiled metrics,
     among them the training `MeanPrediction` that `ClassPriorUpdater` reads.
 
-    Example:
+    Example (a model that outputs its input, so the scores are known):
 
     ```python
-    ema = keras_csl.callbacks.ModelEMA()
-    model.fit(train_ds, epochs=10, callbacks=[
-        ema, keras_csl.callbacks.PartialMAPValidation(val_ds, ema=ema)])
-    model.history.history["val_map"]  # e.g. [41.3, 55.0, ...]
+    scores = np.array([[0.9, 0.5], [0.8, 0.5], [0.3, 0.1], [0.95, 0.2]])
+    targets = np.array([[1, 0], [0, 1], [1, -1], [-1, 0]])
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Identity()])
+    validation = keras_csl.callbacks.PartialMAPValidation(
+        (scores, targets), from_logits=False)
+    validation.set_model(model)
+    validation.evaluate()  # {"val_map": 66.67}: (AP 5/6 + AP 1/2) / 2
+    # In fit, after every epoch, with the EMA's score too:
+    # model.fit(..., callbacks=[ema, PartialMAPValidation(val_ds, ema=ema)])
     ```
 
     Args:

@@ -142,9 +142,10 @@ class TrainConfig:
     seed: int = 0
 
     # Validation: the partial mAP's `num_thresholds`
-    # (`keras_csl.metrics.PartialMeanAveragePrecision`). "auto": the exact
-    # metric when its buffers fit in 256 MiB per replica, else 1000 bins;
-    # None: exact; an int >= 2: that many bins (bounded memory).
+    # (`keras_csl.callbacks.PartialMAPValidation`). "auto": the exact metric
+    # when the number of validation images is known (`<split>-summary.json`
+    # beside `val_files`) and its buffers fit in 256 MiB per replica, else
+    # 1000 bins; None: exact; an int >= 2: that many bins (bounded memory).
     val_num_thresholds: typing.Union[str, int, None] = "auto"
 
     # Distribution: see `keras_csl.training.distribute.make_strategy`.

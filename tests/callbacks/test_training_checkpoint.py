@@ -58,8 +58,8 @@ class Crash(keras.callbacks.Callback):
         self._epoch = epoch
 
 
-def fit(model, callbacks):
-    return model.fit(X, Y, batch_size=8, epochs=EPOCHS, shuffle=False, verbose=0,
+def fit(model, callbacks, epochs=EPOCHS):
+    return model.fit(X, Y, batch_size=8, epochs=epochs, shuffle=False, verbose=0,
                      callbacks=callbacks)
 
 
@@ -100,3 +100,54 @@ def test_partial_folders_are_ignored_and_arguments_checked(tmp_path):
         TrainingCheckpoint(tmp_path, keep=0)
     with pytest.raises(ValueError, match="different classes"):
         TrainingCheckpoint(tmp_path, track=[ModelEMA(), ModelEMA()])
+
+
+JAX_SCRIPT = """
+import json, pathlib, sys
+sys.path.insert(0, sys.argv[2])
+import keras, numpy as np
+import test_training_checkpoint as t
+root = pathlib.Path(sys.argv[1])
+model_a, loss_a, ema_a, best_a, callbacks = t.make_run(root / "a")
+t.fit(model_a, callbacks, epochs=3)
+model, _, _, _, callbacks = t.make_run(root / "b")
+try:  # Killed in the middle of the third epoch.
+    t.fit(model, callbacks + [t.Crash()], epochs=3)
+except RuntimeError:
+    pass
+model_b, loss_b, ema_b, best_b, callbacks = t.make_run(root / "b")
+history = t.fit(model_b, callbacks, epochs=3)
+def gap(a, b):
+    return max(float(np.abs(x - y).max()) for x, y in zip(a, b))
+print(json.dumps(dict(
+    backend=keras.backend.backend(),
+    epochs_rerun=len(history.history["loss"]),
+    weights=gap(model_a.get_weights(), model_b.get_weights()),
+    ema=gap(ema_a.averaged_values(), ema_b.averaged_values()),
+    ema_vs_raw=gap(ema_b.averaged_values(), model_b.get_weights()),
+    prior=float(np.abs(loss_a.prior - loss_b.prior).max()),
+    best=[best_a.get_state(), best_b.get_state()],
+)))
+"""
+
+
+@pytest.mark.slow
+def test_the_same_on_jax(tmp_path):
+    # keras.ops only: the callbacks train, checkpoint and resume on JAX too.
+    pytest.importorskip("jax")
+    import os
+    import subprocess
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+    result = subprocess.run(
+        [sys.executable, "-c", JAX_SCRIPT, str(tmp_path), here],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["backend"] == "jax" and report["epochs_rerun"] == 1
+    assert report["weights"] < 1e-6 and report["ema"] < 1e-6 and report["prior"] < 1e-6
+    assert report["ema_vs_raw"] > 1e-3  # The average did move apart.
+    assert report["best"][0] == report["best"][1] and report["best"][0]["best_epoch"] > 0
