@@ -185,14 +185,19 @@ def build_run(config, steps_per_epoch, *, val_data=None, run_dir=None,
         )
     metrics = csl_callbacks.MetricsLogger(_path(run_dir, "metrics.jsonl"),
                                           global_batch_size=global_batch)
-    board = None
+    boards = []
     if run_dir is not None and chief:
-        board = keras.callbacks.TensorBoard(
-            os.path.join(run_dir, "logs"), update_freq=config.log_every_steps,
-            write_graph=False,
-        )
+        # Epoch scalars from Keras's callback. Its integer update_freq would
+        # also drop the epoch scalars of epochs whose step count is not a
+        # multiple of it (Keras 3.15), so batch scalars are written apart.
+        boards = [
+            keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"),
+                                        update_freq="epoch", write_graph=False),
+            _StepScalars(os.path.join(run_dir, "logs", "steps"),
+                         config.log_every_steps),
+        ]
     run_callbacks = [c for c in (ema, validation, best, updater, checkpoint,
-                                 metrics, board) if c is not None]
+                                 metrics) if c is not None] + boards
     return Run(
         config=config, strategy=strategy, model=model, loss=loss,
         optimizer=parts["optimizer"], schedule=parts["schedule"],
@@ -285,6 +290,37 @@ def _prepare_run_dir(config, run_dir, steps_per_epoch, global_batch, chief):
             with _backend.open_file(path + ".tmp", "w") as f:
                 f.write(json.dumps(current, indent=1, sort_keys=True) + "\n")
             _backend.rename(path + ".tmp", path)
+
+
+class _StepScalars(keras.callbacks.Callback):
+    """TensorBoard `step/loss` and `step/learning_rate` every N steps."""
+
+    def __init__(self, log_dir, every):
+        super().__init__()
+        self.log_dir, self.every, self.writer = log_dir, every, None
+
+    def on_train_begin(self, logs=None):
+        import tensorflow as tf
+
+        self.writer = self.writer or tf.summary.create_file_writer(self.log_dir)
+        self._last = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        import tensorflow as tf
+
+        step = int(self.model.optimizer.iterations.numpy())
+        if step // self.every == self._last // self.every or "loss" not in (logs or {}):
+            self._last = step
+            return
+        self._last = step
+        rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        with self.writer.as_default(step=step):
+            tf.summary.scalar("step/loss", float(logs["loss"]))
+            tf.summary.scalar("step/learning_rate", rate)
+
+    def on_train_end(self, logs=None):
+        if self.writer is not None:
+            self.writer.flush()
 
 
 def _path(run_dir, name):

@@ -208,7 +208,7 @@ def test_finished_run_resumes_to_nothing_and_changed_settings_fail(tmp_path):
 
 
 def test_run_dir_files_and_model_cards(tmp_path):
-    result = run(run_dir=tmp_path)
+    result = run(run_dir=tmp_path, log_every_steps=2)
     for name in ("config.json", "metrics.jsonl", "prior.csv", "best.json",
                  "best.weights.h5", "best.keras", "final.keras",
                  "final.weights.h5"):
@@ -234,6 +234,13 @@ def test_run_dir_files_and_model_cards(tmp_path):
                                result.model.predict(IMAGES[:4], verbose=0), atol=1e-6)
     prior = keras_csl.priors.read_prior_csv(str(tmp_path / "prior.csv"))
     np.testing.assert_allclose(prior, result.loss.prior, rtol=1e-6)
+    # TensorBoard (Keras's callback, run by the loop): epoch scalars.
+    tags = set()
+    for path in (tmp_path / "logs").rglob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            tags.update(value.tag for value in event.summary.value)
+    assert {"epoch_loss", "epoch_map", "epoch_map_ema", "epoch_learning_rate",
+            "step/loss", "step/learning_rate"} <= tags
 
 
 def test_a_model_fn_without_card_layer_is_wrapped_before_training(tmp_path):
