@@ -34,8 +34,9 @@ the CSL loss and adds the weight EMA, the prior tracker and the
 per-replica bookkeeping to every step. `--loop` adds one column: the
 images/s that `keras_csl.training.train` itself logs for its second epoch
 (CSL, EMA 0.9997, `MeanPrediction` tracker; TensorFlow only), the step
-`recipes/train.py` runs. It is the epoch's wall time, so it also holds
-the epoch's dataset and callback set-up: give the tiny CNN enough steps.
+`recipes/train.py` runs. It is timed from the start of the epoch's
+first step to the end of its last (`keras_csl.callbacks.MetricsLogger`),
+so it also holds the per-batch callbacks: give the tiny CNN enough steps.
 
 The backend is `KERAS_BACKEND` (default tensorflow); XLA follows Keras's
 `jit_compile="auto"` (off on a CPU-only machine) unless `--jit_compile`.
@@ -58,7 +59,8 @@ import numpy as np  # noqa: E402
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-# The recipes' CSL (`keras_csl.training.TrainConfig` defaults).
+# The recipes' CSL (`loss` of recipes/configs/coco_rps.py; the rest of
+# `TrainConfig.loss` keeps the loss's defaults).
 CSL_OPTIONS = dict(
     mode="selective",
     gamma_pos=0.0,
@@ -280,7 +282,7 @@ def time_recipe_loop(
         jit_compile=_jit(jit_compile),
         prior="none",
         strategy="default",
-        **{k: v for k, v in CSL_OPTIONS.items() if k != "mode"},
+        loss=dict(CSL_OPTIONS),
     )
     result = train(
         config,

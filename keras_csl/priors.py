@@ -6,7 +6,11 @@ averaging its predicted probabilities over the training set; the naive
 estimate from the partial labels is biased wherever annotation is not
 uniform (a class annotated mostly where it appears looks frequent).
 
-Everything here works on NumPy arrays and any Keras backend.
+Everything here works on NumPy arrays and any Keras backend. How a
+training run uses these (the prior's life cycle: naive prior, the loss's
+prior variable, a prior CSV at the start of a run, online re-estimation by
+`keras_csl.callbacks.ClassPriorUpdater`, checkpoints, and the paper's
+two-stage flow) is told in one place: `keras_csl.training.class_prior`.
 """
 
 import csv

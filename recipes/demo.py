@@ -62,10 +62,11 @@ MODES = ("negative", "ignore", "selective")
 # scope, as the authors' code; their top-k 5 is for 80 classes); missing
 # labels of classes whose prior exceeds 0.3 (the four most frequent digits)
 # count as unknown rather than negative.
+# `TrainConfig.loss` of each mode (the rest are the loss's defaults).
 LOSS = {
-    "negative": dict(loss_mode="negative", gamma_neg=0.0, gamma_unannotated=0.0),
-    "ignore": dict(loss_mode="ignore", gamma_neg=0.0, gamma_unannotated=0.0),
-    "selective": dict(loss_mode="selective", gamma_neg=1.0, gamma_unannotated=4.0,
+    "negative": dict(mode="negative", gamma_neg=0.0, gamma_unannotated=0.0),
+    "ignore": dict(mode="ignore", gamma_neg=0.0, gamma_unannotated=0.0),
+    "selective": dict(mode="selective", gamma_neg=1.0, gamma_unannotated=4.0,
                       likelihood_topk=1, prior_threshold=0.3),
 }
 
@@ -158,7 +159,7 @@ def run_demo(output_dir, num_train=2400, num_test=600, epochs=8, fpc=100, rps=0.
                 base,
                 dataset_options={"label_overlay": overlay},
                 prior=prior_path if mode == "selective" else "none",
-                **LOSS[mode],
+                loss=LOSS[mode],
             )
             run_dir = os.path.join(output_dir, "runs", _slug(name), mode)
             result = recipe.run(config, run_dir, verbose=0)

@@ -6,7 +6,7 @@ r"""Estimates the class prior with an ignore-mode model (the paper's stage 1).
         [--full_labels=data/coco2014/train-*.tfrecord]
 
 Trains a temporary model on the config's data in "ignore" mode (the same
-recipe with `loss_mode="ignore"`, `prior="none"`) into
+recipe with `loss["mode"]="ignore"`, `prior="none"`) into
 `<run_dir>/ignore-model`, or takes `--model` instead; averages its
 predicted probabilities over the training images read in evaluation mode;
 writes `<run_dir>/prior.csv`. Then stage 2, CSL with that prior:

@@ -28,7 +28,9 @@ class ClassPriorUpdater(keras.callbacks.Callback):
       pass of inference),
 
     optionally smoothed as `momentum * old + (1 - momentum) * new`, and
-    pushed into the loss with `loss.set_prior()`. The update takes effect in
+    pushed into the loss with `loss.set_prior()`. Once the loss has a prior,
+    each epoch's logs get `prior_above_threshold`: the number of classes
+    the class-aware rule keeps out of the loss. The update takes effect in
     the already compiled train step: on TensorFlow through the prior
     variable; on JAX, where a variable owned by the loss is traced as a
     constant, the train and test functions are re-traced after each update.
@@ -139,8 +141,16 @@ class ClassPriorUpdater(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self._in_epoch = False
-        if not self._is_due(epoch):
-            return
+        if self._is_due(epoch):
+            self._update(epoch)
+        prior = self.loss.prior
+        if prior is not None and logs is not None:
+            # How many classes the class-aware rule keeps out of the loss.
+            logs["prior_above_threshold"] = int(
+                (prior > self.loss.prior_threshold).sum()
+            )
+
+    def _update(self, epoch):
         if self.dataset is not None:
             estimate = priors.prior_from_predictions(
                 self.model,

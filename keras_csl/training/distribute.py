@@ -30,6 +30,8 @@ import os
 
 import tensorflow as tf
 
+from keras_csl.callbacks import _backend
+
 logger = logging.getLogger(__name__)
 
 KINDS = ("auto", "default", "mirrored", "multi_worker")
@@ -120,22 +122,14 @@ def num_workers(strategy):
 
 def task(strategy):
     """`(task_type, task_id)` of this worker; `(None, 0)` for one process."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if not is_multi_worker(strategy) or resolver is None:
-        return None, 0
-    return resolver.task_type, int(resolver.task_id or 0)
+    return _backend.task(strategy)
 
 
 def is_chief(strategy):
     """Whether this worker writes checkpoints, logs and the best model.
 
     The `chief` task if the cluster has one, else worker 0 (the TF docs'
-    convention); always true for a single process.
+    convention); always true for a single process. (The callbacks ask the
+    same question of their model's strategy.)
     """
-    task_type, task_id = task(strategy)
-    if task_type is None:
-        return True
-    if task_type == "chief":
-        return True
-    has_chief = "chief" in strategy.cluster_resolver.cluster_spec().as_dict()
-    return task_type == "worker" and task_id == 0 and not has_chief
+    return _backend.is_chief(strategy)

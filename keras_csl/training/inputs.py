@@ -92,7 +92,8 @@ def in_memory_val_data(images, targets, global_batch_size):
     """Validation batches from arrays: pipeline `p` of `P` takes rows `p::P`.
 
     Returns:
-        `fn(input_context) -> tf.data.Dataset` (finite).
+        `fn(input_context) -> tf.data.Dataset` (finite), with the number
+        of rows as its `num_examples` attribute.
     """
     images = np.asarray(images, dtype="float32")
     targets = np.asarray(targets, dtype="float32")
@@ -105,6 +106,8 @@ def in_memory_val_data(images, targets, global_batch_size):
         )
         return data.batch(per_replica)
 
+    # Lets the validation choose the exact mAP where its buffers fit.
+    dataset_fn.num_examples = len(images)
     return dataset_fn
 
 
@@ -114,19 +117,22 @@ def tfrecord_data(config, global_batch_size):
     Training batches are augmented (cutout, RandAugment, optional flip, as
     set in the config), shuffled with the seed `config.seed + epoch`, and
     repeated, so every pipeline has its `steps_per_epoch` batches whatever
-    its share of the files. Pass `dataset_options={"deterministic": True}`
-    for a bit-reproducible order (slower). Other `dataset_options` go to
-    `keras_csl.data.make_dataset` as they are (e.g. `label_overlay`,
-    `resize_mode`, `shuffle_buffer`, `cache`); a `label_overlay` applies to
-    the training images only.
+    its share of the files. Images are resized with `config.resize_mode`
+    and `config.jpeg_downscale` (what the model card records). Pass
+    `dataset_options={"deterministic": True}` for a bit-reproducible order
+    (slower). Other `dataset_options` go to `keras_csl.data.make_dataset` as
+    they are (e.g. `label_overlay`, `shuffle_buffer`, `cache`); a
+    `label_overlay` applies to the training images only.
 
     Returns:
         `(train_data, val_data, steps_per_epoch)`; `val_data` is `None`
-        without `config.val_files`.
+        without `config.val_files`, and carries the number of validation
+        images as `num_examples` when `val-summary.json` gives it.
     """
     from keras_csl.data import make_dataset
 
-    options = dict(config.dataset_options)
+    options = dict(config.dataset_options, resize_mode=config.resize_mode,
+                   jpeg_downscale=config.jpeg_downscale)
     augment = dict(
         cutout=config.cutout,
         randaugment_num_ops=config.randaugment_num_ops,
@@ -163,6 +169,14 @@ def tfrecord_data(config, global_batch_size):
             **val_options,
         )
 
+    val_data.num_examples = None  # Unknown: the validation bounds memory.
+    if config.val_files:
+        # The split is the files' prefix: `val-*.tfrecord`, `test-*.tfrecord`.
+        split = os.path.basename(config.val_files).split("-")[0]
+        try:
+            val_data.num_examples = count_examples(config.val_files, split)
+        except ValueError:
+            pass
     examples = config.train_examples
     if examples is None:
         examples = count_examples(config.train_files)

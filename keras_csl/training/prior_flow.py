@@ -20,10 +20,10 @@ class is present. `estimate_prior` does that and writes the prior CSV that
    synthetic data of smoke configs), compare both estimates with the true
    class frequencies: Spearman rank correlation and mean absolute error.
 
-The running prior that the configs' `prior` variants write during
-training (`ClassPriorUpdater`) averages the predictions of a moving model
-on augmented images; this flow averages the final model on the images as
-they are, as the paper does.
+The running prior of `prior="online"` (`ClassPriorUpdater`) averages the
+predictions of a moving model on augmented images; this flow averages the
+final model on the images as they are, as the paper does. The whole life
+cycle of a run's prior is told in `keras_csl.training.class_prior`.
 """
 
 import dataclasses
@@ -39,6 +39,10 @@ import tensorflow as tf
 
 from keras_csl import priors
 from keras_csl.training import inputs
+from keras_csl.training.prior_report import to_jsonable
+from keras_csl.training.prior_report import compare_with_truth
+from keras_csl.training.prior_report import format_report  # noqa: F401
+from keras_csl.training.prior_report import report_summary  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
@@ -57,11 +61,12 @@ def ignore_mode_config(config):
 
     >>> from keras_csl.training import TrainConfig
     >>> config = ignore_mode_config(TrainConfig(name="coco"))
-    >>> config.name, config.loss_mode, config.prior
+    >>> config.name, config.loss["mode"], config.prior
     ('coco_ignore', 'ignore', 'none')
     """
     name = config.name if config.name.endswith("_ignore") else config.name + "_ignore"
-    return dataclasses.replace(config, name=name, loss_mode="ignore", prior="none")
+    return dataclasses.replace(config.with_loss(mode="ignore"), name=name,
+                               prior="none")
 
 
 def estimate_prior(
@@ -223,91 +228,13 @@ def estimate_prior(
         "seconds": time.perf_counter() - started,
     }
     with open(report["report_json"], "w", encoding="utf-8") as f:
-        json.dump(_jsonable(report), f, indent=1)
+        json.dump(to_jsonable(report), f, indent=1)
         f.write("\n")
     logger.info(
         "Class prior of %d classes over %d training images written to %s.",
         config.num_classes, report["num_images"], prior_csv,
     )
     return report
-
-
-def compare_with_truth(estimate, truth):
-    """Spearman rank correlation and mean absolute error against the truth.
-
-    Example:
-
-    >>> compare_with_truth([0.1, 0.5, 0.3], [0.2, 0.4, 0.3])
-    {'rank_correlation': 1.0, 'mean_absolute_error': 0.06666666666666667}
-    """
-    estimate = np.asarray(estimate, dtype="float64")
-    truth = np.asarray(truth, dtype="float64")
-    return {
-        "rank_correlation": priors.rank_correlation(estimate, truth),
-        "mean_absolute_error": float(np.mean(np.abs(estimate - truth))),
-    }
-
-
-def format_report(report, k=10):
-    """The top-`k` classes and the comparison table of a report, as text.
-
-    Args:
-        report: what `estimate_prior` returns (or its JSON, read back).
-        k: number of classes listed (at most those of the report's
-            `top_classes` are known without the vectors).
-
-    Returns:
-        A multi-line string.
-    """
-    prior = np.asarray(report["prior"], dtype="float64")
-    naive = np.asarray(report["naive_prior"], dtype="float64")
-    truth = report.get("true_frequency")
-    truth = None if truth is None else np.asarray(truth, dtype="float64")
-    names = report["display_names"]
-    width = max([len("class")] + [len(names[i]) for i, _, _ in
-                                   priors.top_classes(prior, k)])
-    lines = [
-        f"Class prior of {report['num_classes']} classes over "
-        f"{report['num_images']} training images (model: {report['model']}).",
-        f"Top {min(k, len(prior))} classes by the estimated prior:",
-        f"  {'#':>3}  {'class':<{width}}  {'estimate':>8}  {'naive':>8}"
-        + (f"  {'true':>8}" if truth is not None else ""),
-    ]
-    for rank, (index, _, value) in enumerate(priors.top_classes(prior, k), 1):
-        line = (f"  {rank:>3}  {names[index]:<{width}}  {value:8.4f}  "
-                f"{naive[index]:8.4f}")
-        if truth is not None:
-            line += f"  {truth[index]:8.4f}"
-        lines.append(line)
-    lines.append(
-        "Rank correlation of the estimate with the naive prior: "
-        f"{_number(report['rank_correlation_prior_naive'])}"
-    )
-    if report.get("comparison"):
-        lines.append(f"Against the true class frequencies ({report['full_labels']}):")
-        lines.append(f"  {'prior':<28}  {'rank corr.':>10}  {'MAE':>8}")
-        for key, label in (("prior", "ignore-mode model (estimate)"),
-                           ("naive_prior", "naive (partial labels)")):
-            numbers = report["comparison"][key]
-            lines.append(
-                f"  {label:<28}  {_number(numbers['rank_correlation']):>10}  "
-                f"{_number(numbers['mean_absolute_error']):>8}"
-            )
-    lines.append(f"Prior CSV: {report['prior_csv']}")
-    return "\n".join(lines)
-
-
-def report_summary(report):
-    """The report without its vectors, JSON-ready (NaN as `None`)."""
-    keys = ("prior_csv", "naive_prior_csv", "report_json", "model",
-            "ignore_run_dir", "num_images", "num_classes",
-            "rank_correlation_prior_naive", "full_labels", "comparison",
-            "seconds")
-    return _jsonable({key: report[key] for key in keys})
-
-
-def _number(value):
-    return "n/a" if value is None or not np.isfinite(value) else f"{value:.4f}"
 
 
 # ------------------------------------------------------------------ stages
@@ -347,16 +274,12 @@ def _train_ignore_model(config, ignore_run_dir, verbose):
 
     ignore_config = ignore_mode_config(config)
     logger.info("Training the ignore-mode model in %s.", ignore_run_dir)
-    result = recipe.run(ignore_config, ignore_run_dir, verbose=verbose)
+    recipe.run(ignore_config, ignore_run_dir, verbose=verbose)
     best = os.path.join(ignore_run_dir, "best.keras")
     if os.path.exists(best):
         return best
-    # No validation set: the last weights, in the same loadable form.
-    final = os.path.join(ignore_run_dir, "final.keras")
-    keras.Model(
-        result.model.input, result.model.output, name=result.model.name
-    ).save(final)
-    return final
+    # No validation set: the last weights (written by the run, with its card).
+    return os.path.join(ignore_run_dir, "final.keras")
 
 
 def _load_checked_predictor(model_path, config, classes_csv):
@@ -387,7 +310,8 @@ def _estimation_pass(predictor, config, batch_size, steps, keep_ids, verbose):
     """One evaluation-mode pass: mean prediction and partial-label counts."""
     from keras_csl.data import make_dataset
 
-    options = dict(config.dataset_options)
+    options = dict(config.dataset_options, resize_mode=config.resize_mode,
+                   jpeg_downscale=config.jpeg_downscale)
     # Every training image once, as it is: evaluation mode, whatever the
     # options say about augmentation or repetition.
     options.update(augment=False, repeat=False, return_ids=True)
@@ -507,17 +431,3 @@ def _check_indices(path, classes, num_classes):
             f"Invalid label overlay {path}: class indices {bad} outside "
             f"[0, {num_classes})"
         )
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {key: _jsonable(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(item) for item in value]
-    if isinstance(value, np.ndarray):
-        return [_jsonable(item) for item in value.tolist()]
-    if isinstance(value, (np.floating, float)):
-        return float(value) if np.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value

@@ -41,10 +41,9 @@ coco_rps = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(coco_rps)
 
 FULL = dataclasses.replace(
-    coco_rps.FULL,
+    coco_rps.FULL.with_loss(gamma_neg=3.0),  # The README's FPC gammas (0, 3, 4).
     name="coco_fpc",
     train_files="data/coco2014-fpc1000/train-*.tfrecord",
-    gamma_neg=3.0,
     prior="runs/coco_fpc-prior/prior.csv",
 )
 
@@ -54,7 +53,7 @@ def get_config(variant="full"):
         return FULL
     if variant == "prior":
         return dataclasses.replace(
-            FULL, name="coco_fpc_prior", loss_mode="ignore", prior="none",
+            FULL.with_loss(mode="ignore"), name="coco_fpc_prior", prior="none",
             epochs=10,
         )
     if variant == "smoke":

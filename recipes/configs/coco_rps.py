@@ -46,12 +46,16 @@ FULL = TrainConfig(
     weights="imagenet",
     num_classes=80,
     image_size=448,
-    loss_mode="selective",
-    gamma_pos=0.0,
-    gamma_neg=1.0,
-    gamma_unannotated=4.0,
-    likelihood_topk=5,
-    prior_threshold=0.5,
+    # The authors' README recipe, not the loss's defaults (their train.py
+    # argparse: gamma_unannotated 2, prior_threshold 0.05).
+    loss=dict(
+        mode="selective",
+        gamma_pos=0.0,
+        gamma_neg=1.0,
+        gamma_unannotated=4.0,
+        likelihood_topk=5,
+        prior_threshold=0.5,
+    ),
     prior="runs/coco_rps-prior/prior.csv",
     epochs=30,
     per_replica_batch_size=64,
@@ -70,7 +74,7 @@ def get_config(variant="full"):
         # ignore-mode variant, then averages its predictions over the
         # training images into <run_dir>/prior.csv.
         return dataclasses.replace(
-            FULL, name="coco_rps_prior", loss_mode="ignore", prior="none",
+            FULL.with_loss(mode="ignore"), name="coco_rps_prior", prior="none",
             epochs=10,
         )
     if variant == "smoke":

@@ -94,6 +94,15 @@ def test_tracker_and_loss_must_agree_on_logits():
         model.fit(x, y, epochs=1, verbose=0, callbacks=[keras_csl.callbacks.ClassPriorUpdater(loss)])
 
 
+def test_logs_how_many_classes_the_prior_excludes():
+    model, loss = build()
+    x, y = data()
+    updater = keras_csl.callbacks.ClassPriorUpdater(loss, warmup_epochs=1)
+    history = model.fit(x, y, batch_size=8, epochs=2, callbacks=[updater], verbose=0)
+    # No prior during the warm-up epoch (no value), then the classes above 0.5.
+    assert history.history["prior_above_threshold"] == [int((loss.prior > 0.5).sum())]
+
+
 def test_resets_between_fits():
     model, loss = build()
     x, y = data()

@@ -58,7 +58,8 @@ def flow(tmp_path_factory):
         learning_rate=3e-3, precision="float32", randaugment_num_ops=0,
         cutout=False, log_every_steps=1,
         # Stage 2's settings: the flow must replace them for stage 1.
-        loss_mode="selective", prior=str(root / "not-yet-written.csv"),
+        loss=dict(mode="selective", gamma_unannotated=4.0, prior_threshold=0.5),
+        prior=str(root / "not-yet-written.csv"),
     )
     run_dir = root / "run"
     report = prior_flow.estimate_prior(
@@ -87,7 +88,9 @@ def test_trains_an_ignore_mode_model(flow):
     assert report["ignore_run_dir"] == str(flow["run_dir"] / "ignore-model")
     assert report["model"] == str(flow["run_dir"] / "ignore-model" / "best.keras")
     saved = json.loads((flow["run_dir"] / "ignore-model" / "config.json").read_text())
-    assert (saved["loss_mode"], saved["prior"]) == ("ignore", "none")
+    assert (saved["loss"]["mode"], saved["prior"]) == ("ignore", "none")
+    # Only the mode changed: the other loss settings are the config's.
+    assert dict(saved["loss"], mode="selective") == flow["config"].loss
     assert saved["dataset_options"] == {"label_overlay": flow["fpc_overlay"]}
     # Every training image once: no dropped remainder (100 = 3 x 32 + 4).
     assert report["num_images"] == NUM_TRAIN

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_csl.callbacks import TrainingCheckpoint
+from keras_csl.models import read_model_card
 from keras_csl.training import TrainConfig
 from keras_csl.training import inputs
 from keras_csl.training import train
@@ -25,8 +27,8 @@ def train_small(strategy, run_dir=None):
     config = TrainConfig(
         backbone="tiny", weights=None, num_classes=5, image_size=32, epochs=2,
         per_replica_batch_size=GLOBAL_BATCH // strategy.num_replicas_in_sync,
-        learning_rate=1e-2, precision="float32", likelihood_topk=0,
-        sync_batchnorm=True,
+        learning_rate=1e-2, precision="float32", sync_batchnorm=True,
+        loss=dict(gamma_unannotated=4.0, likelihood_topk=0, prior_threshold=0.5),
     )
     return train(
         config,
@@ -88,5 +90,10 @@ def test_two_workers_match_one_process(tmp_path):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(reports[0]["best_map"], single.best_map, atol=1e-3)
     # Only the chief wrote the run folder, and its checkpoint is complete.
-    assert tf.train.latest_checkpoint(str(run_dir / "checkpoints")).endswith("ckpt-2")
-    assert (run_dir / "best.keras").exists()
+    assert TrainingCheckpoint(run_dir / "checkpoints").latest().endswith("ckpt-2")
+    assert read_model_card(run_dir / "best.keras").extra["best_epoch"] in (1, 2)
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    # The validation ran on both workers' shares: the mAP of one process.
+    np.testing.assert_allclose([json.loads(line)["val_map"] for line in lines],
+                               [h["val_map"] for h in single.history], atol=1e-3)
