@@ -78,6 +78,11 @@ def define_flags():
         "Bounded memory: score through this many score bins per class "
         "(e.g. 1000) instead of keeping every prediction (default: exact).",
     )
+    flags.DEFINE_bool(
+        "check_shards", True,
+        "Check that --data names a whole shard set of the converter with the "
+        "model's classes (--nocheck_shards: hand-made or partial sets).",
+    )
     flags.mark_flags_as_required(["data"])
 
 
@@ -101,6 +106,7 @@ def main(argv):
         num_thresholds=FLAGS.num_thresholds,
         jpeg_downscale=FLAGS.jpeg_downscale,
         from_logits=FLAGS.from_logits,
+        check_shards=FLAGS.check_shards,
     )
     print(json.dumps({k: v for k, v in result.items() if k != "per_class"}))
 

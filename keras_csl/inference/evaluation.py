@@ -48,6 +48,7 @@ def evaluate(
     num_thresholds=None,
     jpeg_downscale=None,
     from_logits=None,
+    check_shards=True,
 ):
     """Predicts `data`, computes partial (and full) mAP, writes CSV and plots.
 
@@ -89,6 +90,10 @@ def evaluate(
             (docs/METRICS.md); PR curves drawn from the histograms.
         jpeg_downscale: for a `.keras` model, overrides the card's.
         from_logits: for a `.keras` model, overrides the card's.
+        check_shards: check that `data` names a whole shard set written by
+            the converter, with the model's number of classes in its
+            `classes.csv` (`keras_csl.data.make_dataset`); False reads
+            hand-made or partial shard sets.
 
     Returns:
         A dict: `partial_map`, `partial_map_weighted`, `full_map` (percent;
@@ -145,6 +150,7 @@ def evaluate(
             data, predictor.num_classes, predictor.image_size, batch_size,
             training=False, resize_mode=predictor.resize_mode,
             jpeg_downscale=predictor.jpeg_downscale, return_ids=True,
+            check_shards=check_shards,
         )
     # Checked before any prediction, as training checks it.
     overlay = (

@@ -379,3 +379,19 @@ def test_evaluate_a_keras_file_reads_its_card(tmp_path):
     assert result["resize_mode"] == "pad" and result["jpeg_downscale"] is False
     assert [r["display_name"] for r in result["per_class"]] == NAMES
     assert result["partial_map"] == pytest.approx(expected, abs=1e-4)
+
+
+def test_evaluate_checks_the_shard_set_unless_told_not_to(predictor, tmp_path):
+    rng = np.random.default_rng(5)
+    _, encoded, targets, _ = write_dataset(tmp_path / "data", rng)
+    half = str(tmp_path / "data" / "val-00000-of-00002.tfrecord")
+    with pytest.raises(ValueError, match="matches 1 of the 2 shards"):
+        evaluate(predictor, half)
+    result = evaluate(predictor, half, check_shards=False)
+    # The first shard holds the first half of the images written.
+    first = len(targets) // 2
+    assert result["num_images"] == first
+    expected, _ = partial_mean_average_precision(
+        targets[:first], predictor.predict_encoded(encoded[:first])
+    )
+    assert result["partial_map"] == pytest.approx(expected, abs=1e-4)
