@@ -188,10 +188,15 @@ def build_model(
         )
     weight_names = (None, "imagenet", "preset") if from_hub else (None, "imagenet")
     if weights not in weight_names and not os.path.exists(str(weights)):
+        hint = (
+            " TResNet weights are made with `python -m "
+            "keras_csl.models.convert_checkpoint` (docs/MODELS.md)."
+            if backbone in TRESNET_VARIANTS else ""
+        )
         raise ValueError(
             f"Invalid value for argument `weights`. Expected one of "
             f"{weight_names} or the path of an existing weights file. "
-            f"Received: weights={weights!r} (no such file)"
+            f"Received: weights={weights!r} (no such file).{hint}"
         )
 
     if from_hub:

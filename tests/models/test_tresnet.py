@@ -4,6 +4,7 @@ Numbers against timm are in test_tresnet_parity.py; here the layers get
 hand-checked values and the models the package's own life cycle.
 """
 
+import importlib.util
 import os
 import pathlib
 import subprocess
@@ -119,6 +120,26 @@ def test_bottleneck_head_rejects_bad_width(value):
 def test_imagenet_weights_say_how_to_convert():
     with pytest.raises(ValueError, match="tresnet_m.miil_in21k.*convert_checkpoint"):
         build_model("tresnet_m", num_classes=2, image_size=64, weights="imagenet")
+
+
+def test_missing_weights_file_says_how_to_make_it():
+    with pytest.raises(ValueError, match="no such file.*convert_checkpoint"):
+        build_model("tresnet_m", num_classes=2, image_size=64, weights="none.keras")
+
+
+@pytest.mark.parametrize(
+    "name, size", [("coco_rps", 448), ("coco_fpc", 448), ("openimages", 224)]
+)
+def test_recipe_configs_use_the_papers_tresnet(name, size):
+    path = pathlib.Path(__file__).resolve().parents[2] / "recipes" / "configs" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_config_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config("full")
+    assert (config.backbone, config.image_size) == ("tresnet_m", size)
+    assert config.weights == "models/tresnet_m_miil_in21k.keras"
+    smoke = module.get_config("smoke")  # CI stays on the tiny CNN
+    assert (smoke.backbone, smoke.weights) == ("tiny", None)
 
 
 @pytest.mark.parametrize("size", [30, 66, 28])
