@@ -22,8 +22,8 @@ else the output index (`"0"`, `"1"`, ...). A class id without a display
 name keeps its id as name, with a logged warning and the ids listed in the
 returned `Conversion`.
 
-Time (2 CPU cores): about 20 s for TResNet-M with 9,605 classes, mostly
-building the model and writing 120 MB; `.pth` files need
+Output: a `.keras` file of 143 MB for TResNet-M with 9,605 classes; time
+and memory in docs/MODELS.md. `.pth` files need
 `pip install 'keras-csl[torch]'`.
 """
 
