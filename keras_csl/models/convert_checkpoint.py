@@ -236,6 +236,12 @@ def _classes(num_classes, classes_csv, idx_to_class, checkpoint):
             f"{max(by_index, default=None)}); expected indices 0.."
             f"{num_classes - 1}, one per output of the head."
         )
+    if list(by_index) != sorted(by_index):
+        logger.warning(
+            "%s: idx_to_class is not stored in index order; output i is "
+            "named by idx_to_class[i] (the authors' infer.py would take the "
+            "stored order).", checkpoint,
+        )
     return [by_index[i] for i in range(num_classes)], None, "idx_to_class"
 
 
