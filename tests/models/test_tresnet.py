@@ -207,6 +207,8 @@ def test_backbone_weights_from_keras_file_new_head_and_size(tmp_path):
     )
 
 
+# Keras warns about each layer it cannot match before it raises.
+@pytest.mark.filterwarnings("ignore:Skipping nested container")
 def test_backbone_weights_from_a_file_without_that_backbone(tmp_path):
     path = os.fspath(tmp_path / "tiny.keras")
     build_model("tiny", num_classes=2, image_size=32).save(path)

@@ -16,6 +16,7 @@ against float64 timm logits, on the TensorFlow backend in this process and
 on JAX in a subprocess (`keras_logits.py`).
 """
 
+import functools
 import gzip
 import importlib.util
 import json
@@ -189,9 +190,23 @@ FULL_CASES = [
 FULL_SIZE = 72  # sides 18, 9, 5, 3: odd maps for the blur and the pooling
 
 
-def _timm_reference(variant, layout, head_hidden, folder, seed):
+@functools.lru_cache(maxsize=None)
+def timm_import_error():
+    """Why timm cannot be imported here (in a subprocess), or `None`.
+
+    Installed is not enough: with a torchvision built for another torch,
+    `import timm` fails (../shared/PITFALLS.md).
+    """
     if importlib.util.find_spec("timm") is None:
-        pytest.skip("timm is not installed")
+        return "timm is not installed"
+    result = subprocess.run([sys.executable, "-c", "import timm"],
+                            capture_output=True, text=True, timeout=300)
+    return None if result.returncode == 0 else result.stderr.strip()[-300:]
+
+
+def _timm_reference(variant, layout, head_hidden, folder, seed):
+    if timm_import_error() is not None:
+        pytest.skip(f"no timm: {timm_import_error()}")
     command = [
         sys.executable, str(FIXTURES / "torch_reference.py"), f"--variant={variant}",
         f"--layout={layout}", f"--head_hidden={head_hidden}", "--num_classes=11",
@@ -201,8 +216,6 @@ def _timm_reference(variant, layout, head_hidden, folder, seed):
         command += ["--counters"] if seed % 2 else []
         command += ["--class_ids=" + ",".join(f"/m/{i:05d}" for i in range(11))]
     result = subprocess.run(command, capture_output=True, text=True, timeout=900)
-    if result.returncode != 0 and "No module named" in result.stderr:
-        pytest.skip(f"the PyTorch reference cannot run: {result.stderr[-300:]}")
     assert result.returncode == 0, result.stderr[-3000:]
     return next(pathlib.Path(folder).glob("checkpoint.*"))
 
