@@ -47,6 +47,11 @@ setup(
         ],
         # keras-hub backbones: build_model("hub:<preset>").
         "hub": ["keras-hub>=0.21"],
+        # Reading PyTorch .pth checkpoints in keras_csl.models.convert_checkpoint
+        # (.safetensors files need no torch). PyPI's default Linux wheel pulls
+        # the CUDA libraries; for a CPU-only install first run
+        # pip install torch --index-url https://download.pytorch.org/whl/cpu
+        "torch": ["torch>=2.1"],
         "demo": ["scikit-learn>=1.2", "matplotlib>=3.6", "pillow>=9"],
     },
     include_package_data=True,

@@ -13,6 +13,7 @@ Backbones (`BACKBONES`):
 | `resnet50`, `resnet101` | `keras.applications.ResNet50/101` | `CaffePreprocessing` (BGR, mean) |
 | `efficientnetv2_s`, `efficientnetv2_m` | `keras.applications.EfficientNetV2S/M` | the network's `include_preprocessing` |
 | `convnext_tiny`, `convnext_small` | `keras.applications.ConvNeXtTiny/Small` | the network's `include_preprocessing` |
+| `tresnet_m`, `tresnet_l`, `tresnet_xl`, `tresnet_v2_l` | TResNet (`keras_csl.models.tresnet`), the CSL paper's networks | `Rescaling(1/255)` (the authors' input) |
 | `tiny` | three conv-BN-ReLU blocks (tests, CPU demo) | scale to [-1, 1] |
 | `hub:<preset>` | a keras-hub backbone (optional extra, `keras_csl.models.hub`) | the preset's pixel scaling |
 
@@ -23,6 +24,15 @@ file of the backbone alone: for the `keras.applications` networks the
 without internet), for `tiny` a `.weights.h5` file saved from
 `model.get_layer("tiny")`. For `hub:` backbones, `"imagenet"` loads the
 preset's own pretrained weights, whatever data they were trained on.
+TResNet weights cannot be downloaded: convert timm's or the authors'
+checkpoints with `keras_csl.models.convert_checkpoint` (docs/MODELS.md)
+and pass the `.keras` file (its backbone is kept, its head dropped), or a
+`.weights.h5` file of the backbone alone.
+
+The classifier on the pooled features is `Dense(num_classes)`, or with
+`head_hidden=H` the authors' "bottleneck head" `Dense(H)` then
+`Dense(num_classes)`, with nothing between (their OpenImages models use
+`H = 512`).
 """
 
 import os
@@ -33,6 +43,8 @@ from keras_csl.models import hub
 from keras_csl.models.card import ModelCard
 from keras_csl.models.card import ModelCardLayer
 from keras_csl.models.layers import CaffePreprocessing
+from keras_csl.models.tresnet import TRESNET_VARIANTS
+from keras_csl.models.tresnet import tresnet_backbone
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
@@ -89,6 +101,7 @@ BACKBONES = {
     "convnext_tiny": _applications("ConvNeXtTiny", "builtin"),
     "convnext_small": _applications("ConvNeXtSmall", "builtin"),
     "tiny": _tiny,
+    **{name: tresnet_backbone(name) for name in TRESNET_VARIANTS},
 }
 
 
@@ -100,6 +113,7 @@ def build_model(
     dropout=0.0,
     sync_batchnorm=False,
     name=None,
+    head_hidden=None,
 ):
     """Builds a multi-label classifier: backbone, pooling, float32 logits.
 
@@ -128,6 +142,10 @@ def build_model(
             backend only). Off by default, as in the authors' recipe; turn
             it on for small per-replica batches.
         name: name of the model; defaults to `"csl_<backbone>"`.
+        head_hidden: `None` for a `Dense(num_classes)` head, or the width
+            `H` of the authors' bottleneck head: `Dense(H)` (layer
+            `"head_hidden"`) then `Dense(num_classes)`, no activation
+            between (e.g. 512, as their OpenImages TResNets).
 
     Returns:
         A `keras.Model` from `"images"` (float32 RGB in [0, 255]) to
@@ -160,12 +178,25 @@ def build_model(
             "Invalid value for argument `dropout`. Expected a number in "
             f"[0, 1). Received: dropout={dropout!r}"
         )
+    if head_hidden is not None and (
+        not isinstance(head_hidden, int) or isinstance(head_hidden, bool)
+        or head_hidden < 1
+    ):
+        raise ValueError(
+            "Invalid value for argument `head_hidden`. Expected None or an "
+            f"integer >= 1. Received: head_hidden={head_hidden!r}"
+        )
     weight_names = (None, "imagenet", "preset") if from_hub else (None, "imagenet")
     if weights not in weight_names and not os.path.exists(str(weights)):
+        hint = (
+            " TResNet weights are made with `python -m "
+            "keras_csl.models.convert_checkpoint` (docs/MODELS.md)."
+            if backbone in TRESNET_VARIANTS else ""
+        )
         raise ValueError(
             f"Invalid value for argument `weights`. Expected one of "
             f"{weight_names} or the path of an existing weights file. "
-            f"Received: weights={weights!r} (no such file)"
+            f"Received: weights={weights!r} (no such file).{hint}"
         )
 
     if from_hub:
@@ -174,13 +205,32 @@ def build_model(
     else:
         preprocessing, network = BACKBONES[backbone](image_size, weights)
         default_name = f"csl_{backbone}"
+    model = assemble_classifier(
+        preprocessing, network, num_classes, image_size,
+        dropout=dropout, head_hidden=head_hidden, name=name or default_name,
+        architecture=str(backbone),
+    )
+    if sync_batchnorm:
+        set_sync_batchnorm(model, True)
+    return model
+
+
+def assemble_classifier(
+    preprocessing, network, num_classes, image_size, dropout=0.0,
+    head_hidden=None, name=None, architecture="",
+):
+    """Input, card, preprocessing, `network`, head: the model `build_model` returns.
+
+    Shared with the checkpoint converter (`keras_csl.models.convert_checkpoint`),
+    so that a converted model has exactly the layout of a built one.
+    """
     inputs = keras.Input((image_size, image_size, 3), name=INPUT_NAME)
     # A default card (classes named by index, "squash" resizing); training
     # or `set_model_card` replaces it with the real classes and settings.
     card = ModelCard(
         image_size=image_size,
         class_ids=tuple(str(i) for i in range(num_classes)),
-        architecture=str(backbone),
+        architecture=architecture,
     )
     x = ModelCardLayer(card)(inputs)
     for layer in preprocessing:
@@ -188,11 +238,10 @@ def build_model(
     x = network(x)
     if dropout > 0:
         x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    if head_hidden is not None:
+        x = keras.layers.Dense(head_hidden, name="head_hidden")(x)
     outputs = keras.layers.Dense(num_classes, dtype="float32", name=OUTPUT_NAME)(x)
-    model = keras.Model(inputs, outputs, name=name or default_name)
-    if sync_batchnorm:
-        set_sync_batchnorm(model, True)
-    return model
+    return keras.Model(inputs, outputs, name=name)
 
 
 def set_sync_batchnorm(model, synchronized=True):

@@ -7,7 +7,9 @@ un-annotated) = (0, 3, 4), prior threshold 0.5, likelihood top-k 5, Adam
 Commands, from the repository root, after converting COCO 2014 to
 data/coco2014 and simulating FPC 1000 into data/coco2014-fpc1000
 (`python -m keras_csl.data.convert simulate --dataset_dir=data/coco2014
---scheme=fpc --param=1000 --seed=0 --output_dir=data/coco2014-fpc1000`):
+--scheme=fpc --param=1000 --seed=0 --output_dir=data/coco2014-fpc1000`)
+and converting the ImageNet-21K TResNet-M to
+models/tresnet_m_miil_in21k.keras (step 0 of coco_rps.py):
 
     # 1. The class prior: an "ignore"-mode model, then its mean prediction
     #    over the training images (recipes/estimate_prior.py, runs/coco_fpc-prior/prior.csv):
@@ -26,9 +28,9 @@ input pipeline keeps up, budget 1-3 hours.
 
 Expected mAP: the paper's figure for this setting is 83.44 (CSL, P-ASL
 (4,3,1); ignore 76.46, negative CE 81.24, negative ASL 81.64), with
-TResNet-M pretrained on ImageNet-21k. These are the paper's numbers, not
-ours: a Keras ResNet-50 pretrained on ImageNet-1k is expected to land
-lower; not yet measured.
+TResNet-M pretrained on ImageNet-21k, the network and weights used here
+(from coco_rps.py). These are the paper's numbers, not ours; not yet
+measured.
 """
 
 import dataclasses

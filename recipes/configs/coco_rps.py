@@ -10,6 +10,11 @@ data/coco2014 and simulating RPS 0.5 into data/coco2014-rps0.5
 (`python -m keras_csl.data.convert coco ...` then `... simulate
 --scheme=rps --param=0.5 --seed=0 --output_dir=data/coco2014-rps0.5`):
 
+    # 0. The paper's start: timm's ImageNet-21K TResNet-M, converted once
+    #    (download: docs/MODELS.md):
+    python -m keras_csl.models.convert_checkpoint \
+        --checkpoint=tresnet_m.miil_in21k.safetensors \
+        --output=models/tresnet_m_miil_in21k.keras
     # 1. The class prior, from a temporary model trained in "ignore" mode
     #    (writes runs/coco_rps-prior/prior.csv):
     python recipes/estimate_prior.py --config=recipes/configs/coco_rps.py:prior \
@@ -24,14 +29,15 @@ data/coco2014 and simulating RPS 0.5 into data/coco2014-rps0.5
 Hardware and time: written for 1 to 8 GPUs (global batch = 64 x GPUs;
 raise `learning_rate` with it). Not yet timed: from the ResNet-50
 throughput in ../shared/BASELINES.md (about 3,600 images/s at 224 px on
-one H100, so roughly 900 images/s at 448 px), 30 epochs of 82,081 images
-are about 45 minutes of GPU time on one H100 if the input pipeline keeps
-up; budget 1-3 hours.
+one H100, so roughly 900 images/s at 448 px; the TResNet paper reports
+TResNet-M at about ResNet-50's GPU throughput; not measured here), 30 epochs of
+82,081 images are about 45 minutes of GPU time on one H100 if the input
+pipeline keeps up; budget 1-3 hours.
 
 Expected mAP: the paper's figure for this setting is 85.21 (CSL, P-ASL
 (4,1,1); ignore 84.90, negative 81.21), with TResNet-M pretrained on
-ImageNet-21k. These are the paper's numbers, not ours: a Keras ResNet-50
-pretrained on ImageNet-1k is expected to land lower; not yet measured.
+ImageNet-21k, the network and weights used here. These are the paper's
+numbers, not ours; not yet measured.
 """
 
 import dataclasses
@@ -42,8 +48,8 @@ FULL = TrainConfig(
     name="coco_rps",
     train_files="data/coco2014-rps0.5/train-*.tfrecord",
     val_files="data/coco2014/val-*.tfrecord",
-    backbone="resnet50",
-    weights="imagenet",
+    backbone="tresnet_m",
+    weights="models/tresnet_m_miil_in21k.keras",
     num_classes=80,
     image_size=448,
     # The authors' README recipe, not the loss's defaults (their train.py

@@ -10,7 +10,8 @@ the global batch of 1,024 is our choice (the script's 2e-4 is for 64).
 
 Commands, from the repository root, after converting OpenImages V6 to
 data/openimages (`python -m keras_csl.data.convert openimages ...`,
-train and validation splits):
+train and validation splits) and timm's ImageNet-21K TResNet-M to
+models/tresnet_m_miil_in21k.keras (step 0 of coco_rps.py, docs/MODELS.md):
 
     # 1. The class prior from an "ignore" model:
     python recipes/estimate_prior.py --config=recipes/configs/openimages.py:prior \
@@ -35,7 +36,9 @@ whatever the number of validation images).
 
 Expected mAP: the paper's figures are 86.72 (CSL, TResNet-M) and 87.34
 (CSL, TResNet-L); ignore 85.38, negative 85.85 (TResNet-M). These are the
-paper's numbers, not ours; not yet measured with these backbones.
+paper's numbers, not ours; not yet measured. The network is the paper's
+TResNet-M at 224 px; the authors' trained OpenImages models themselves
+convert too (docs/MODELS.md).
 """
 
 import dataclasses
@@ -46,8 +49,8 @@ FULL = TrainConfig(
     name="openimages",
     train_files="data/openimages/train-*.tfrecord",
     val_files="data/openimages/val-*.tfrecord",
-    backbone="resnet50",
-    weights="imagenet",
+    backbone="tresnet_m",
+    weights="models/tresnet_m_miil_in21k.keras",
     num_classes=9605,
     image_size=224,
     # The authors' README recipe, not the loss's defaults (their train.py

@@ -83,6 +83,7 @@ def test_every_backbone_is_listed():
     assert set(BACKBONES) == {
         "resnet50", "resnet101", "efficientnetv2_s", "efficientnetv2_m",
         "convnext_tiny", "convnext_small", "tiny",
+        "tresnet_m", "tresnet_l", "tresnet_xl", "tresnet_v2_l",
     }
 
 
