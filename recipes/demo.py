@@ -23,24 +23,22 @@ What it does, with the package's own code at every step:
 6. Exports the best model for TF Serving and answers one request from the
    export (`serving_default` on a test image's JPEG bytes).
 
-Everything goes under `--output_dir` (default `./csl_demo_output`).
+Everything goes under `--output_dir` (default `./csl_demo_output`). The
+flow itself is `keras_csl.demo.run_demo`; this script parses the flags.
 Expected (2-core CPU, 8 epochs): CSL above "negative" on both schemes, by
 several mAP points under FPC; numbers vary a little with the machine.
 """
 
-import dataclasses
-import json
 import logging
 import os
 import sys
-import time
 
 # Keep TensorFlow's C++ INFO lines out of the demo's own progress lines.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app
-from absl import flags
-from absl import logging as absl_logging
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+from absl import logging as absl_logging  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -55,212 +53,16 @@ def define_flags():
     flags.DEFINE_integer("seed", 0, "Seed of data, simulation and training.")
 
 
-MODES = ("negative", "ignore", "selective")
-
-# 10 classes, about 3 per image: the likelihood rule drops the batch_size
-# likeliest missing labels of each batch, one per image on average (batch
-# scope, as the authors' code; their top-k 5 is for 80 classes); missing
-# labels of classes whose prior exceeds 0.3 (the four most frequent digits)
-# count as unknown rather than negative.
-# `TrainConfig.loss` of each mode (the rest are the loss's defaults).
-LOSS = {
-    "negative": dict(mode="negative", gamma_neg=0.0, gamma_unannotated=0.0),
-    "ignore": dict(mode="ignore", gamma_neg=0.0, gamma_unannotated=0.0),
-    "selective": dict(mode="selective", gamma_neg=1.0, gamma_unannotated=4.0,
-                      likelihood_topk=1, prior_threshold=0.3),
-}
-
-
-def run_demo(output_dir, num_train=2400, num_test=600, epochs=8, fpc=100, rps=0.7,
-             seed=0, log=print):
-    """Runs the whole demo; returns a dict of results (also saved as JSON)."""
-    import numpy as np
-
-    from keras_csl import priors
-    from keras_csl.data import convert_openimages
-    from keras_csl.data import make_dataset
-    from keras_csl.data import mosaics
-    from keras_csl.data import read_classes_csv
-    from keras_csl.data import simulate_partial_labels
-    from keras_csl.training import TrainConfig
-    from keras_csl.training import recipe
-
-    start = time.perf_counter()
-    steps_total = 4 + 2 * (len(MODES) + 1)
-    step = [0]
-
-    def stage(message):
-        step[0] += 1
-        log(f"[{step[0]:2d}/{steps_total}] {time.perf_counter() - start:5.0f} s  {message}")
-
-    os.makedirs(output_dir, exist_ok=True)
-    raw = os.path.join(output_dir, "raw")
-    records = os.path.join(output_dir, "tfrecords")
-
-    stage(f"Making {num_train} + {num_test} digit mosaics")
-    train_files = mosaics.write_digit_mosaics(raw, num_train, "train", seed=seed)
-    test_files = mosaics.write_digit_mosaics(raw, num_test, "test", seed=seed)
-
-    stage("Converting them to TFRecords with the OpenImages converter")
-    for split, files in (("train", train_files), ("test", test_files)):
-        summary = convert_openimages(
-            files["labels_csv"], files["classes_csv"], files["images_dir"], records,
-            num_shards=2, split=split, num_workers=1, verbose=0,
-        )
-        log(f"        {split}: {summary['images']} images, {summary['images_skipped']} skipped")
-        if summary["images"] != {"train": num_train, "test": num_test}[split]:
-            raise RuntimeError(f"Conversion skipped images; see {summary['report']}")
-    class_ids, names = read_classes_csv(os.path.join(records, "classes.csv"))
-
-    stage(f"Simulating partial labels: FPC {fpc} and RPS {rps:g}")
-    schemes = {}
-    for scheme, param in (("fpc", fpc), ("rps", rps)):
-        name = f"{scheme.upper()} {param:g}"
-        overlay = os.path.join(output_dir, "labels", f"{scheme}.csv")
-        stats = simulate_partial_labels(
-            records, scheme, param, seed=seed, overlay_path=overlay,
-            plot_path=os.path.join(output_dir, "labels", f"{scheme}.png"),
-        )
-        before, after = stats["labels_before"], stats["labels_after"]
-        kept = (after["positive"] + after["negative"]) / max(1, before["positive"] + before["negative"])
-        log(f"        {name}: {100 * kept:.1f}% of the labels kept")
-        schemes[name] = overlay
-
-    base = TrainConfig(
-        name="demo",
-        train_files=os.path.join(records, "train-*.tfrecord"),
-        val_files=os.path.join(records, "test-*.tfrecord"),
-        train_examples=num_train,
-        backbone="tiny", weights=None, num_classes=len(class_ids), image_size=48,
-        epochs=epochs, per_replica_batch_size=64, learning_rate=3e-3,
-        ema_decay=0.0, precision="float32", cutout=False, randaugment_num_ops=0,
-        flip=False, prior="none", seed=seed, log_every_steps=1000,
-    )
-
-    results = {}
-    best = None
-    for name, overlay in schemes.items():
-        results[name] = {}
-        for mode in MODES:
-            if mode == "selective":
-                stage(f"{name}: estimating the class prior with the ignore model")
-                ignore_model = results[name]["ignore"]["model"]
-                eval_train = make_dataset(
-                    base.train_files, base.num_classes, base.image_size, 256,
-                    training=False, label_overlay=overlay,
-                )
-                prior = priors.prior_from_predictions(ignore_model, eval_train, verbose=0)
-                prior_path = os.path.join(output_dir, "runs", _slug(name), "prior.csv")
-                priors.write_prior_csv(prior_path, prior, class_ids, names)
-                top = ", ".join(f"{n} {v:.2f}" for _, n, v in priors.top_classes(prior, 4, names))
-                log(f"        prior (top 4): {top}")
-            stage(f"{name}: training the {mode} model")
-            config = dataclasses.replace(
-                base,
-                dataset_options={"label_overlay": overlay},
-                prior=prior_path if mode == "selective" else "none",
-                loss=LOSS[mode],
-            )
-            run_dir = os.path.join(output_dir, "runs", _slug(name), mode)
-            result = recipe.run(config, run_dir, verbose=0)
-            final_map = float(result.history[-1]["val_map"]) if result.history else float("nan")
-            results[name][mode] = {"map": final_map, "model": result.model, "run_dir": run_dir}
-            log(f"        test mAP {final_map:.2f}")
-            if best is None or final_map > best[0]:
-                best = (final_map, name, mode, result.model)
-
-    table = _table(results)
-    log("\nTest mAP (%) on complete labels, final epoch:\n" + table)
-    plot_path = os.path.join(output_dir, "demo_results.png")
-    _plot(results, plot_path)
-
-    stage(f"Exporting the best model ({best[2]} on {best[1]}, mAP {best[0]:.2f}) and serving one request")
-    served = _export_and_serve(best[3], output_dir, class_ids, names, raw, seed, log)
-
-    summary = {
-        "seconds": round(time.perf_counter() - start, 1),
-        "map": {s: {m: round(v["map"], 2) for m, v in modes.items()} for s, modes in results.items()},
-        "best": {"scheme": best[1], "mode": best[2], "map": round(best[0], 2)},
-        "plot": plot_path,
-        "served": served,
-    }
-    with open(os.path.join(output_dir, "demo_results.json"), "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=1)
-    log(f"\nDone in {summary['seconds']:.0f} s. Results: {output_dir}/demo_results.json, plot: {plot_path}")
-    return summary
-
-
-def _slug(name):
-    return name.lower().replace(" ", "-")
-
-
-def _table(results):
-    header = f"{'scheme':<10}" + "".join(f"{m:>12}" for m in MODES)
-    lines = [header, "-" * len(header)]
-    for scheme, modes in results.items():
-        lines.append(f"{scheme:<10}" + "".join(f"{modes[m]['map']:>12.2f}" for m in MODES))
-    return "\n".join(lines)
-
-
-def _plot(results, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    schemes = list(results)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    width = 0.8 / len(MODES)
-    for i, mode in enumerate(MODES):
-        values = [results[s][mode]["map"] for s in schemes]
-        bars = ax.bar(np.arange(len(schemes)) + (i - 1) * width, values, width, label=mode)
-        ax.bar_label(bars, fmt="%.1f", fontsize=7)
-    ax.set_xticks(np.arange(len(schemes)))
-    ax.set_xticklabels(schemes)
-    ax.set_ylabel("test mAP (%)")
-    low = min(results[s][m]["map"] for s in schemes for m in MODES)
-    ax.set_ylim(max(0.0, low - 15), 100)
-    ax.set_title("Digit mosaics with simulated partial labels")
-    ax.legend(loc="upper left", ncol=len(MODES), fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def _export_and_serve(model, output_dir, class_ids, names, raw_dir, seed, log):
-    import numpy as np
-    import tensorflow as tf
-
-    from keras_csl.data import mosaics
-    from keras_csl.export import export_for_serving
-
-    export_dir = os.path.join(output_dir, "export")
-    path = export_for_serving(model, export_dir, class_ids, names, image_size=48, top_k=5)
-    serving = tf.saved_model.load(path).signatures["serving_default"]
-    image_path = os.path.join(raw_dir, "images", "test000000.jpg")
-    with open(image_path, "rb") as f:
-        response = serving(image_bytes=tf.constant([f.read()]))
-    # Mosaics are drawn in sequence: the first of one equals the first of many.
-    _, labels = mosaics.make_digit_mosaics(1, "test", seed=seed)
-    truth = [names[i] for i in np.flatnonzero(labels[0])]
-    scores = response["top_k_scores"].numpy()[0]
-    tags = [t.decode() for t in response["top_k_names"].numpy()[0]]
-    answer = [(tag, round(float(score), 3)) for tag, score in zip(tags, scores)]
-    log(f"        exported to {path}")
-    log(f"        request: {image_path}; true digits: {', '.join(truth)}")
-    log("        response (top 5): " + ", ".join(f"{t} {s:.2f}" for t, s in answer))
-    return {"export": path, "image": image_path, "truth": truth, "top_k": answer}
-
-
 def main(argv):
     del argv
     # Stage lines are printed; keep TensorFlow's INFO chatter out of the way.
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("keras_csl").setLevel(logging.WARNING)
+    from keras_csl.demo import run_demo
+
     run_demo(
         FLAGS.output_dir, FLAGS.num_train, FLAGS.num_test, FLAGS.epochs,
-        FLAGS.fpc, FLAGS.rps, FLAGS.seed,
+        FLAGS.fpc, FLAGS.rps, FLAGS.seed, log=print,
     )
 
 

@@ -2,13 +2,12 @@
 
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "recipes"))
-import demo  # noqa: E402
+from keras_csl import demo
+from keras_csl.models import read_model_card
 
 
 @pytest.mark.slow
@@ -36,3 +35,9 @@ def test_demo_end_to_end(tmp_path):
     prior_csv = tmp_path / "runs" / "fpc-20" / "prior.csv"
     assert prior_csv.read_text().startswith("index,class_id,prior,display_name")
     assert any("Test mAP" in line for line in lines)
+    # Every run keeps a best.keras that describes itself.
+    card = read_model_card(tmp_path / "runs" / "rps-0.5" / "selective" / "best.keras")
+    from keras_csl.data import mosaics
+    assert card.class_ids == tuple(mosaics.CLASS_IDS)
+    assert card.display_names == tuple(mosaics.DISPLAY_NAMES)
+    assert card.image_size == 48 and card.resize_mode == "squash"
