@@ -34,6 +34,10 @@ class MeanPrediction(keras.metrics.Metric):
         from_logits: whether `y_pred` are logits (default).
         name: name of the metric.
         dtype: dtype of the result.
+
+    Raises:
+        ValueError: for a bad `num_classes`; from `update_state`, for
+            predictions that are not `[batch, num_classes]`.
     """
 
     def __init__(
@@ -60,7 +64,14 @@ class MeanPrediction(keras.metrics.Metric):
         )
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        y_pred = ops.cast(y_pred, "float32")
+        y_pred = ops.cast(ops.convert_to_tensor(y_pred), "float32")
+        shape = tuple(y_pred.shape)
+        if len(shape) != 2 or shape[-1] not in (None, self.num_classes):
+            raise ValueError(
+                f"Invalid value for argument `y_pred` of MeanPrediction "
+                f"'{self.name}'. Expected shape [batch, {self.num_classes}] "
+                f"(num_classes). Received: y_pred.shape={shape}"
+            )
         probabilities = ops.sigmoid(y_pred) if self.from_logits else y_pred
         if sample_weight is None:
             self.total.assign_add(ops.sum(probabilities, axis=0))
