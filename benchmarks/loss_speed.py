@@ -20,9 +20,11 @@ per-round ratios, which load from other processes disturbs least):
 - `BCE 1exp`: binary cross-entropy written with one `exp` per entry
   (`max(x, 0) - x y + log1p(exp(-|x|))`), as TensorFlow's
   `sigmoid_cross_entropy_with_logits` computes it. Keras's BCE on JAX
-  evaluates `log_sigmoid` twice (of `x` and of `-x`), so on JAX it costs
-  about twice this; that is why CSL (one `exp`, a hand-written gradient)
-  can come out below Keras's BCE there;
+  evaluates `log_sigmoid` twice (of `x` and of `-x`): its compiled step
+  holds 6 exp/log1p instructions per entry against 2 for CSL (one `exp`
+  and one `log1p`, the gradient written by hand) and for this BCE; the
+  script prints these counts for JAX. That is why CSL can come out below
+  Keras's BCE on JAX: a real difference of work, not a timing artefact;
 - `authors` (with `--authors_loss`): the authors' `PartialSelectiveLoss`
   from their unmodified file (see benchmarks/authors_loss.py for how it
   runs on a CPU), in PyTorch, with the same settings and prior. Before
@@ -285,15 +287,37 @@ def _time_jax(shapes, repeats, authors=None):
             )))
         # On the device first: the copy of the inputs is not the loss's cost.
         x = jax.device_put(logits)
-        fns = {}
+        fns, transcendentals = {}, {}
         for name, (loss, labels) in _losses(targets, jax.device_put(prior)).items():
             step = jax.jit(jax.value_and_grad(lambda x, labels, loss=loss: loss(labels, x)))
             labels = jax.device_put(labels)
             fns[name] = lambda step=step, labels=labels: jax.block_until_ready(step(x, labels))
+            transcendentals[name] = count_transcendentals(
+                step.lower(x, labels).compile().as_text()
+            )
         if authors is not None:
             fns["authors"] = authors.step(targets, logits, prior)[0]
-        results += _rows("jax-jit", batch, classes, alternating_rounds(fns, repeats))
+        rows = _rows("jax-jit", batch, classes, alternating_rounds(fns, repeats))
+        for row in rows:
+            if row["loss"] in transcendentals:
+                row["transcendentals"] = transcendentals[row["loss"]]
+        results += rows
     return results, checks
+
+
+def count_transcendentals(hlo_text):
+    """exp, log and log1p instructions in compiled HLO: per-entry work.
+
+    Each elementwise instruction runs once per entry of the batch, so the
+    count tells how many of these costly functions a loss evaluates per
+    entry, forward and backward together.
+    """
+    import re
+
+    return sum(
+        len(re.findall(rf"\b{op}\(", hlo_text))
+        for op in ("exponential", "log", "log-plus-one")
+    )
 
 
 def _parse_shapes(text):
@@ -415,6 +439,7 @@ def main(argv):
         ))
     else:
         print(format_table(results))
+        print(format_transcendentals(results))
     if infos:
         print(format_authors_info(infos[0], checks))
     for failure in failures:
@@ -494,6 +519,22 @@ def format_table(results):
             else:
                 cells.append(f"{value:>{width}.2f}")
         lines.append(f"{backend:<18}{shape:>16}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def format_transcendentals(results):
+    """One line per JAX shape: exp/log instructions in each compiled step."""
+    names = dict(csl="CSL", csl_unchecked="no-check", bce="BCE", bce_lean="BCE 1exp")
+    by_shape = {}
+    for r in results:
+        if "transcendentals" in r:
+            by_shape.setdefault((r["backend"], r["shape"]), []).append(
+                f"{names.get(r['loss'], r['loss'])} {r['transcendentals']}"
+            )
+    if not by_shape:
+        return ""
+    lines = ["", "exp/log/log1p instructions per compiled step (each runs once per entry):"]
+    lines += [f"  {b} {s}: " + ", ".join(v) for (b, s), v in sorted(by_shape.items())]
     return "\n".join(lines)
 
 

@@ -26,9 +26,9 @@ def class_aware_selective_loss(
 
     Example:
 
-    >>> float(class_aware_selective_loss(
+    >>> float(class_aware_selective_loss(  # ln 2 * (1 + 1/2), -1 ignored
     ...     [[1.0, 0.0, -1.0]], [[0.0, 0.0, 0.0]], mode="ignore")[0])
-    1.3862943...
+    1.0397207...
 
     Args:
         y_true: targets `[batch, classes]`.
@@ -89,22 +89,35 @@ def selective_loss(
     # Kinds by equality, as the authors' code: anything else is invalid.
     positive = ops.equal(targets, 1.0)
     unannotated = ops.equal(targets, -1.0)
-    per_sample = _per_sample_loss(y_pred, positive, unannotated, settings, prior)
     if not check_inputs:
-        return per_sample
+        return _per_sample_loss(y_pred, positive, unannotated, settings, prior)
     valid = ops.logical_or(positive, ops.equal(targets, 0.0))
     if -1.0 in allowed:
         valid = ops.logical_or(valid, unannotated)
-    values_ok = target_checks.check_values(targets, valid, allowed, caller)
+    # Under jax.jit a bad target turns its own entry's weight into NaN
+    # (fused with the loss: no extra pass); elsewhere it raises, or (XLA in
+    # TensorFlow) the assertion's boolean turns the loss into NaN below.
+    entry_by_entry = target_checks.traced_without_assertions(targets)
+    values_ok = target_checks.check_values(
+        targets, valid, allowed, caller, reduce=not entry_by_entry
+    )
+    per_sample = _per_sample_loss(
+        y_pred, positive, unannotated, settings, prior,
+        valid=valid if entry_by_entry else None,
+    )
     factor = target_checks.nan_unless(rows_ok, values_ok)
     if factor is None:
         return per_sample
-    # Traced (XLA, jax.jit): bad input makes the loss and its gradient NaN.
+    # Traced: bad input makes the loss and its gradient NaN.
     return per_sample * ops.stop_gradient(factor)
 
 
-def _per_sample_loss(y_pred, positive, unannotated, settings, prior):
-    """The CSL maths: `-sum_c w * (1 - p_t)^gamma * alpha * log p_t`."""
+def _per_sample_loss(y_pred, positive, unannotated, settings, prior, valid=None):
+    """The CSL maths: `-sum_c w * (1 - p_t)^gamma * alpha * log p_t`.
+
+    Where `valid` is given and False, the weight is NaN: the sample's loss
+    and gradient become NaN.
+    """
     s = settings
     logits = y_pred if s.from_logits else _probabilities_to_logits(y_pred)
 
@@ -130,6 +143,8 @@ def _per_sample_loss(y_pred, positive, unannotated, settings, prior):
         )
         if keep is not None:
             coefficient = ops.where(keep, coefficient, 0.0)
+        if valid is not None:
+            coefficient = ops.where(valid, coefficient, float("nan"))
         return ops.stop_gradient(coefficient)
 
     if s.clip > 0:
@@ -257,17 +272,19 @@ class ClassAwareSelectiveLoss(keras.losses.Loss):
     whatever the input dtype, so even logits of +-100 give finite values.
 
     Differences from the authors' PyTorch code (README, "What the loss
-    computes"): under `tf.distribute` the likelihood top-k ranks each
-    replica's own batch (`likelihood_topk * per-replica batch` entries per
-    replica: the same count in total, chosen among fewer entries); the
-    likelihood rule ranks by logit, while theirs ranks by `p_neg`, which
-    with `clip > 0` ties every entry with `p <= clip` at 1 (the same
-    selection unless `k` reaches those ties); entries tied at the k-th
-    value are all left out. Not a difference, but worth knowing: with
-    `clip > 0` the gradient of a non-positive entry is
-    `-p (1 - p) / (1 - p + clip)` times its weight, which vanishes for
-    confidently wrong negatives (9e-4 at logit 10 with clip 0.05, against
-    1.0 without clip), in their code as here.
+    computes"; each is tested): under `tf.distribute` the likelihood top-k
+    ranks each replica's own rows (`likelihood_topk * per-replica batch`
+    entries per replica: the same count in total, chosen among fewer
+    entries, so not the entries one device would pick); the likelihood
+    rule ranks by logit and leaves out every entry tied at the k-th value,
+    while theirs ranks by `p_neg` and drops an arbitrary part of a tie
+    (with `clip > 0` every entry with `p <= clip` ties at `p_neg = 1`, but
+    such entries cost nothing and have no gradient, so the loss is the
+    same); log-probabilities are exact beyond their 1e-8 clamp. Not a
+    difference, but worth knowing: with `clip > 0` the gradient of a
+    non-positive entry is `-p (1 - p) / (1 - p + clip)` times its weight,
+    which vanishes for confidently wrong negatives (9.1e-4 at logit 10 with
+    clip 0.05, against 1.0 without clip), in their code as here.
 
     Bad input. Targets other than 1, 0, -1 (NaN, 0.5, 2, -7) and a `y_true`
     whose shape differs from `y_pred`'s (also `(1, C)` against `(B, C)`,
@@ -280,7 +297,8 @@ class ClassAwareSelectiveLoss(keras.losses.Loss):
       `tf.errors.InvalidArgumentError` with the same text, before the
       weights are updated;
     - XLA (`jit_compile=True`) and `jax.jit`, which cannot raise at run
-      time: the loss of the batch and its gradient are NaN.
+      time: the loss of the batch is NaN, and so is its gradient (for the
+      whole batch in TensorFlow, at the bad entries under JAX).
 
     The check costs one comparison and a reduction over the targets
     (benchmarks/loss_speed.py measures it, with and without).

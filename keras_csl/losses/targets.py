@@ -17,8 +17,9 @@ depends on where it runs:
   TensorFlow-specific code here, imported lazily.
 - XLA (`jit_compile=True`) and `jax.jit`: nothing can raise at run time
   (XLA drops TensorFlow's assertions), so the callers turn the boolean
-  returned here into NaN: the loss of the batch and its gradient become
-  NaN, the metric's result NaN.
+  returned here into NaN (the loss of the batch and its gradient become
+  NaN, the metric's result NaN); under `jax.jit` the loss may instead make
+  each bad entry NaN (`check_values(..., reduce=False)`).
 """
 
 import keras
@@ -103,7 +104,7 @@ def check_rows(y_true, y_pred, caller):
     return y_true, ok
 
 
-def check_values(y_true, valid, allowed, caller):
+def check_values(y_true, valid, allowed, caller, reduce=True):
     """Checks that every target is one of `allowed`.
 
     Args:
@@ -112,23 +113,28 @@ def check_values(y_true, valid, allowed, caller):
             allowed (the caller builds it from the masks it needs anyway).
         allowed: `PARTIAL_TARGETS` or `FULL_TARGETS`.
         caller: name used in messages.
+        reduce: where nothing can raise (`traced_without_assertions`),
+            whether to reduce `valid` to one boolean. A caller that turns
+            `valid` into NaN entry by entry passes False and saves a pass
+            over the targets.
 
     Returns:
         `None` when the targets were checked eagerly (they are fine:
-        otherwise this raised), else a boolean scalar tensor, False when a
-        target is not allowed.
+        otherwise this raised) or `reduce` is False where nothing can
+        raise, else a boolean scalar tensor, False when a target is not
+        allowed.
 
     Raises:
         ValueError: eagerly, naming the count, the first bad entry and the
             bad values.
     """
+    if traced_without_assertions(y_true):
+        return ops.all(valid) if reduce else None
     ok = ops.all(valid)
     if is_concrete(ok):
         if not bool(ops.convert_to_numpy(ok)):
             raise ValueError(_values_message(y_true, allowed, caller))
         return None
-    if keras.backend.backend() != "tensorflow":
-        return ok
 
     def data():
         tf = _tf()
@@ -158,6 +164,15 @@ def nan_unless(*oks):
     for other in oks[1:]:
         ok = ops.logical_and(ok, other)
     return ops.where(ok, 1.0, float("nan"))
+
+
+def traced_without_assertions(tensor):
+    """Traced on a backend with no run-time assertion (JAX's `jit`).
+
+    There a bad input can only be signalled by NaN. TensorFlow graphs have
+    assertions (which XLA then drops: see `check_values`' callers).
+    """
+    return keras.backend.backend() != "tensorflow" and not is_concrete(tensor)
 
 
 def is_concrete(tensor):
@@ -206,7 +221,12 @@ def _tf_assert(ok, data):
     tf = _tf()
 
     def fail():
-        assertion = tf.debugging.Assert(False, data(), summarize=8)
+        # The raw op: `tf.debugging.Assert` would wrap float data in a
+        # second cond, which makes Grappler log a warning at every trace;
+        # this branch already runs only when the check fails.
+        assertion = tf.raw_ops.Assert(
+            condition=tf.constant(False), data=data(), summarize=8
+        )
         with tf.control_dependencies([assertion]):
             return tf.constant(False)
 

@@ -23,11 +23,11 @@ class MeanPrediction(keras.metrics.Metric):
     Example:
 
     >>> metric = keras_csl.metrics.MeanPrediction(2, from_logits=False)
-    >>> metric.update_state([[1, -1], [0, 1]], [[0.2, 0.9], [0.4, 0.7]])
+    >>> metric.update_state([[1, -1], [0, 1]], [[0.25, 0.75], [0.5, 0.75]])
     >>> metric.class_means()
-    array([0.3, 0.8], dtype=float32)
-    >>> float(metric.result())
-    1.1...
+    array([0.375, 0.75 ], dtype=float32)
+    >>> float(metric.result())  # 0.375 + 0.75
+    1.125
 
     Args:
         num_classes: number of classes.

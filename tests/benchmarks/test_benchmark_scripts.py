@@ -104,6 +104,34 @@ def test_timed_losses_compute_what_they_say():
     assert value["bce_lean"] == pytest.approx(value["bce"], rel=1e-5)
 
 
+def test_transcendental_count_reads_hlo():
+    hlo = (
+        "%a = f32[4]{0} exponential(f32[4]{0} %x)\n"
+        "%b = f32[4]{0} log-plus-one(f32[4]{0} %a)\n"
+        "%c = f32[4]{0} log(f32[4]{0} %b)\n"
+        "%d = f32[4]{0} logistic(f32[4]{0} %c)\n"
+    )
+    assert loss_speed.count_transcendentals(hlo) == 3
+    rows = [dict(backend="jax-jit", shape="4x30", loss=name, ms=1.0, transcendentals=n)
+            for name, n in (("csl", 2), ("bce", 6))]
+    assert loss_speed.format_transcendentals(rows).splitlines()[-1] == (
+        "  jax-jit 4x30: CSL 2, BCE 6"
+    )
+    assert loss_speed.format_transcendentals(rows[:0]) == ""
+
+
+def test_jax_worker_counts_the_work_of_each_loss():
+    """Keras's BCE on JAX does 3x the exp/log work of CSL (why CSL can be faster)."""
+    pytest.importorskip("jax")
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "loss_speed.py"), "--backends=jax",
+         "--repeats=1", "--shapes=4x300"],
+        env=_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "jax-jit 4x300: CSL 2, no-check 2, BCE 6, BCE 1exp 2" in result.stdout
+
+
 def test_alternating_rounds_rotate_the_order():
     calls = []
     fns = {name: (lambda name=name: calls.append(name)) for name in "abc"}
