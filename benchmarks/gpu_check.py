@@ -311,12 +311,25 @@ def keras_layout_resnet50(num_classes):
     return nn.Sequential(*layers)
 
 
+def import_torchvision():
+    """torchvision, or ImportError when it is missing or does not import.
+
+    A torchvision built for another torch fails at import with a
+    RuntimeError (torchvision 0.28 next to the CPU torch 2.13.0: "operator
+    torchvision::nms does not exist"); that is a skip too.
+    """
+    try:
+        import torchvision
+    except Exception as error:  # noqa: BLE001
+        raise ImportError(f"torchvision does not import: {error}") from error
+    return torchvision
+
+
 def _torch_resnet(kind, num_classes):
     if kind == "keras_layout":
         return keras_layout_resnet50(num_classes)
     if kind == "torchvision":
-        import torchvision  # Raises ImportError where it is missing.
-
+        torchvision = import_torchvision()
         return torchvision.models.resnet50(weights=None, num_classes=num_classes)
     raise ValueError(
         "Invalid value for argument `kind`. Expected 'keras_layout' or "
@@ -555,9 +568,7 @@ def device_info():
         keras_backend=keras.backend.backend(),
     )
     try:
-        import torchvision
-
-        info["versions"]["torchvision"] = torchvision.__version__
+        info["versions"]["torchvision"] = import_torchvision().__version__
     except ImportError:
         info["versions"]["torchvision"] = None
     return info
