@@ -4,8 +4,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_csl.losses.selection import selection_weight
 from keras_csl.losses import targets as target_checks
+from keras_csl.losses.selection import selection_weight
 from keras_csl.losses.settings import MODES  # noqa: F401 (re-exported)
 from keras_csl.losses.settings import SCOPES  # noqa: F401 (re-exported)
 from keras_csl.losses.settings import SelectiveLossSettings
@@ -116,7 +116,7 @@ def _per_sample_loss(y_pred, positive, unannotated, settings, prior, valid=None)
     """The CSL maths: `-sum_c w * (1 - p_t)^gamma * alpha * log p_t`.
 
     Where `valid` is given and False, the weight is NaN: the sample's loss
-    and gradient become NaN.
+    and the gradient at that entry become NaN.
     """
     s = settings
     logits = y_pred if s.from_logits else _probabilities_to_logits(y_pred)
