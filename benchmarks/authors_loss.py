@@ -33,6 +33,9 @@ import importlib.util
 import pathlib
 import types
 
+# Relative tolerance of the value and gradient checks (float32 sums).
+TOLERANCE = 1e-4
+
 # Our argument names -> theirs (train.py's argparse names).
 _THEIR_NAMES = dict(
     mode="partial_loss_mode",
@@ -157,3 +160,75 @@ def _cuda_means_cpu():
     shim.device = device
     shim.tensor = tensor
     return shim
+
+
+class AuthorsLoss:
+    """The authors' loss on the benchmark's inputs, checked against ours.
+
+    Args:
+        path: their `partial_asymmetric_loss.py`.
+        torch_threads: PyTorch's threads (0: its default).
+    """
+
+    def __init__(self, path, torch_threads=0):
+        import torch
+
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        self.module = load_module(path)
+        self.torch = torch
+
+    def step(self, targets, logits, prior):
+        """`(run, x)`: `run()` is one forward and backward at default settings."""
+        torch = self.torch
+        criterion = make_criterion(self.module, prior)
+        x = torch.from_numpy(logits).requires_grad_(True)
+        t = torch.from_numpy(targets)
+
+        def run():
+            x.grad = None
+            value = criterion(x, t)
+            value.backward()
+            return value
+
+        return run, x
+
+    def check(self, targets, logits, prior, ours_value, ours_grad):
+        """Raises if their summed loss or gradient differs from ours."""
+        import numpy as np
+
+        run, x = self.step(targets, logits, prior)
+        value = float(run().item())
+        grad = x.grad.numpy()
+        value_error = abs(value - ours_value) / max(abs(value), 1e-30)
+        grad_error = float(
+            np.linalg.norm(grad - ours_grad) / max(np.linalg.norm(grad), 1e-30)
+        )
+        if value_error > TOLERANCE or grad_error > TOLERANCE:
+            raise ValueError(
+                f"Our loss and the authors' differ at {targets.shape}: relative "
+                f"error of the value {value_error:.1e}, of the gradient "
+                f"{grad_error:.1e} (limit {TOLERANCE:.0e})"
+            )
+        return dict(value_error=value_error, grad_error=grad_error)
+
+
+def our_sum_and_gradient(targets, logits, prior):
+    """Our summed loss and its gradient, eagerly (NumPy), for the check."""
+    import keras
+    import numpy as np
+
+    import keras_csl
+
+    loss = keras_csl.ClassAwareSelectiveLoss(prior=prior, reduction="sum")
+    if keras.backend.backend() == "jax":
+        import jax
+
+        value, grad = jax.value_and_grad(lambda x: loss(targets, x))(logits)
+        return float(value), np.asarray(grad)
+    import tensorflow as tf
+
+    x = tf.Variable(logits)
+    with tf.GradientTape() as tape:
+        value = loss(targets, x)
+    return float(value), tape.gradient(value, x).numpy()

@@ -85,9 +85,6 @@ flags.DEFINE_string(
 flags.DEFINE_integer("torch_threads", 0, "PyTorch threads for --authors_loss (0: its default).")
 FLAGS = flags.FLAGS
 
-# The authors' relative tolerance for value and gradient (float32 sums).
-AUTHORS_TOLERANCE = 1e-4
-
 
 def _inputs(batch, classes, seed=0):
     import numpy as np
@@ -143,74 +140,6 @@ def _lean_bce(labels, logits):
     return ops.mean(per_entry)
 
 
-class _Authors:
-    """The authors' loss on the benchmark's inputs, checked against ours."""
-
-    def __init__(self, path, torch_threads):
-        import torch
-
-        import authors_loss
-
-        if torch_threads:
-            torch.set_num_threads(torch_threads)
-        self.module = authors_loss.load_module(path)
-        self.torch = torch
-
-    def step(self, targets, logits, prior):
-        torch = self.torch
-        criterion = __import__("authors_loss").make_criterion(self.module, prior)
-        x = torch.from_numpy(logits).requires_grad_(True)
-        t = torch.from_numpy(targets)
-
-        def run():
-            x.grad = None
-            value = criterion(x, t)
-            value.backward()
-            return value
-
-        return run, x
-
-    def check(self, targets, logits, prior, ours_value, ours_grad):
-        """Raises if their summed loss or gradient differs from ours."""
-        import numpy as np
-
-        run, x = self.step(targets, logits, prior)
-        value = float(run().item())
-        grad = x.grad.numpy()
-        value_error = abs(value - ours_value) / max(abs(value), 1e-30)
-        grad_error = float(
-            np.linalg.norm(grad - ours_grad) / max(np.linalg.norm(grad), 1e-30)
-        )
-        if value_error > AUTHORS_TOLERANCE or grad_error > AUTHORS_TOLERANCE:
-            raise ValueError(
-                f"Our loss and the authors' differ at {targets.shape}: relative "
-                f"error of the value {value_error:.1e}, of the gradient "
-                f"{grad_error:.1e} (limit {AUTHORS_TOLERANCE:.0e})"
-            )
-        return dict(value_error=value_error, grad_error=grad_error)
-
-
-def _our_sum_and_gradient(targets, logits, prior):
-    """Our summed loss and its gradient, eagerly (NumPy), for the check."""
-    import keras
-    import numpy as np
-
-    import keras_csl
-
-    loss = keras_csl.ClassAwareSelectiveLoss(prior=prior, reduction="sum")
-    if keras.backend.backend() == "jax":
-        import jax
-
-        value, grad = jax.value_and_grad(lambda x: loss(targets, x))(logits)
-        return float(value), np.asarray(grad)
-    import tensorflow as tf
-
-    x = tf.Variable(logits)
-    with tf.GradientTape() as tape:
-        value = loss(targets, x)
-    return float(value), tape.gradient(value, x).numpy()
-
-
 def _unchecked(prior):
     """The CSL loss without its input checks, reduced as the Keras loss."""
     from keras import ops
@@ -247,8 +176,10 @@ def _time_tensorflow(shapes, repeats, modes=("graph", "xla"), authors=None):
     for batch, classes in shapes:
         targets, logits, prior = _inputs(batch, classes)
         if authors is not None:
+            import authors_loss
+
             checks.append(dict(shape=f"{batch}x{classes}", **authors.check(
-                targets, logits, prior, *_our_sum_and_gradient(targets, logits, prior)
+                targets, logits, prior, *authors_loss.our_sum_and_gradient(targets, logits, prior)
             )))
         x = tf.constant(logits)
         prior_tensor = tf.constant(prior)
@@ -282,8 +213,10 @@ def _time_jax(shapes, repeats, authors=None):
     for batch, classes in shapes:
         targets, logits, prior = _inputs(batch, classes)
         if authors is not None:
+            import authors_loss
+
             checks.append(dict(shape=f"{batch}x{classes}", **authors.check(
-                targets, logits, prior, *_our_sum_and_gradient(targets, logits, prior)
+                targets, logits, prior, *authors_loss.our_sum_and_gradient(targets, logits, prior)
             )))
         # On the device first: the copy of the inputs is not the loss's cost.
         x = jax.device_put(logits)
@@ -350,7 +283,7 @@ def _run_worker(backend, shapes, repeats, tf_modes, authors_path=None, torch_thr
 
             import authors_loss
 
-            authors = _Authors(authors_path, torch_threads)
+            authors = authors_loss.AuthorsLoss(authors_path, torch_threads)
             info = dict(
                 authors_file=os.path.abspath(authors_path),
                 authors_sha256=authors_loss.file_digest(authors_path),

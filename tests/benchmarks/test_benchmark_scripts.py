@@ -38,6 +38,8 @@ def load_script(name):
 
 # loss_speed and metric_error define their flags at import: load them once.
 sys.path.insert(0, str(BENCHMARKS))  # authors_loss, as the scripts see it.
+import authors_loss  # noqa: E402
+
 loss_speed = load_script("loss_speed")
 metric_error = load_script("metric_error")
 training_speed = load_script("training_speed")
@@ -281,12 +283,12 @@ def test_authors_loss_plumbing_with_a_stand_in(tmp_path):
 
 def test_authors_loss_mismatch_fails(tmp_path):
     pytest.importorskip("torch")
-    authors = loss_speed._Authors(str(write_stand_in(tmp_path, scale=1.01)), 0)
+    authors = authors_loss.AuthorsLoss(str(write_stand_in(tmp_path, scale=1.01)))
     targets, logits, prior = loss_speed._inputs(4, 30)
-    ours = loss_speed._our_sum_and_gradient(targets, logits, prior)
+    ours = authors_loss.our_sum_and_gradient(targets, logits, prior)
     with pytest.raises(ValueError, match=r"differ at \(4, 30\).*value 9\.9e-03"):
         authors.check(targets, logits, prior, *ours)
-    exact = loss_speed._Authors(str(write_stand_in(tmp_path)), 0)
+    exact = authors_loss.AuthorsLoss(str(write_stand_in(tmp_path)))
     errors = exact.check(targets, logits, prior, *ours)
     assert errors["value_error"] < 1e-6 and errors["grad_error"] < 1e-6
 
@@ -309,8 +311,6 @@ def test_authors_loss_flag_names_a_missing_file(tmp_path):
 def test_reference_matches_the_authors_file():
     """Opt-in: the NumPy reference against the authors' own, unmodified file."""
     torch = pytest.importorskip("torch")
-    import authors_loss
-
     module = authors_loss.load_module(os.environ["CSL_AUTHORS_LOSS"])
     rng = np.random.default_rng(3)
     targets, logits = random_partial_batch(rng, 16, 300)
