@@ -13,8 +13,8 @@ per-round ratios, which load from other processes disturbs least):
 
 - `CSL`: `keras_csl.ClassAwareSelectiveLoss` in its default selective mode
   (prior set, likelihood top-k 5, batch scope), with its input checks;
-- `no-check`: the same loss without the input checks
-  (`class_aware_selective_loss(..., check_inputs=False)`): `check %` is
+- `no-check`: the same loss object without the input checks
+  (`selective_loss(..., check_inputs=False)` in its `call`): `check %` is
   what the checks of target values and shapes cost;
 - `BCE`: `keras.losses.BinaryCrossentropy(from_logits=True)`;
 - `BCE 1exp`: binary cross-entropy written with one `exp` per entry
@@ -141,17 +141,22 @@ def _lean_bce(labels, logits):
 
 
 def _unchecked(prior):
-    """The CSL loss without its input checks, reduced as the Keras loss."""
-    from keras import ops
+    """`ClassAwareSelectiveLoss` without its input checks, all else equal.
 
+    The same Keras `Loss` (conversions, reduction, the prior read from its
+    variable), so that "check %" is the cost of the checks alone.
+    """
     import keras_csl
+    from keras_csl.losses.selective import selective_loss
 
-    def loss(labels, logits):
-        return ops.mean(keras_csl.losses.class_aware_selective_loss(
-            labels, logits, prior=prior, check_inputs=False
-        ))
+    class Unchecked(keras_csl.ClassAwareSelectiveLoss):
+        def call(self, y_true, y_pred):
+            return selective_loss(
+                y_true, y_pred, self.settings, prior=self.prior_variable.value,
+                check_inputs=False,
+            )
 
-    return loss
+    return Unchecked(prior=prior)
 
 
 def _losses(targets, prior):
@@ -182,12 +187,11 @@ def _time_tensorflow(shapes, repeats, modes=("graph", "xla"), authors=None):
                 targets, logits, prior, *authors_loss.our_sum_and_gradient(targets, logits, prior)
             )))
         x = tf.constant(logits)
-        prior_tensor = tf.constant(prior)
         for mode, xla in (("graph", False), ("xla", True)):
             if mode not in modes:
                 continue
             fns = {}
-            for name, (loss, labels) in _losses(targets, prior_tensor).items():
+            for name, (loss, labels) in _losses(targets, prior).items():
 
                 @tf.function(jit_compile=xla)
                 def step(labels, x, loss=loss):
@@ -221,7 +225,7 @@ def _time_jax(shapes, repeats, authors=None):
         # On the device first: the copy of the inputs is not the loss's cost.
         x = jax.device_put(logits)
         fns, transcendentals = {}, {}
-        for name, (loss, labels) in _losses(targets, jax.device_put(prior)).items():
+        for name, (loss, labels) in _losses(targets, prior).items():
             step = jax.jit(jax.value_and_grad(lambda x, labels, loss=loss: loss(labels, x)))
             labels = jax.device_put(labels)
             fns[name] = lambda step=step, labels=labels: jax.block_until_ready(step(x, labels))
