@@ -2,6 +2,7 @@
 
     python benchmarks/loss_speed.py              # TF graph, TF XLA, JAX
     python benchmarks/loss_speed.py --authors_loss=PATH/partial_asymmetric_loss.py
+    python benchmarks/loss_speed.py --threads=1 --authors_loss=PATH/...   # one thread each
     python benchmarks/loss_speed.py --backends=tensorflow --repeats=50
     python benchmarks/loss_speed.py --sweep      # growth with classes, batch
 
@@ -33,7 +34,16 @@ per-round ratios, which load from other processes disturbs least):
 
 Each figure is a call of a compiled function returning the loss and its
 gradient with respect to the logits (PyTorch: forward and `backward()`).
-`--torch_threads` sets PyTorch's threads (default: its own choice, printed).
+`--threads=1` runs every framework on one thread (TensorFlow's intra-
+and inter-op pools, XLA's CPU backend for JAX, PyTorch): the work of each
+loss, compared without thread pools. On a shared 2-core machine this is
+the steadier comparison: while other processes held a core, PyTorch with
+2 threads was several times slower than with one and varied by an order
+of magnitude from call to call (seen while this script was written, load
+average about 3), and a PyTorch call right after a TensorFlow call in the
+same process was slowed too (both keep threads spinning after their
+work). `--threads=0` (default) leaves each framework's own choice; the
+thread counts used are printed.
 
 `--sweep` times how the cost grows instead: against the number of classes
 (`--sweep_classes`, default 80, 1,000, 9,605 and 20,000, at batch
@@ -82,7 +92,9 @@ flags.DEFINE_string(
     "authors_loss", None,
     "Path to the authors' unmodified partial_asymmetric_loss.py, to time it too.",
 )
-flags.DEFINE_integer("torch_threads", 0, "PyTorch threads for --authors_loss (0: its default).")
+flags.DEFINE_integer(
+    "threads", 0, "1: every framework on one thread; 0: each framework's default."
+)
 FLAGS = flags.FLAGS
 
 
@@ -274,20 +286,28 @@ def _format_shapes(shapes):
     return ",".join(f"{b}x{c}" for b, c in shapes)
 
 
+SINGLE_THREAD_XLA = " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
 # The packages whose absence means "backend not installed" (a skip).
 BACKEND_PACKAGES = {"tensorflow": ("tensorflow",), "jax": ("jax", "jaxlib")}
 
 
-def _run_worker(backend, shapes, repeats, tf_modes, authors_path=None, torch_threads=0):
+def _run_worker(backend, shapes, repeats, tf_modes, authors_path=None, threads=0):
     """Prints the worker's timings as one `RESULTS` line, or `SKIPPED` why."""
     try:
+        if backend == "tensorflow" and threads:
+            import tensorflow as tf
+
+            # Before TensorFlow runs anything.
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
         authors, info = None, {}
         if authors_path:
             import torch
 
             import authors_loss
 
-            authors = authors_loss.AuthorsLoss(authors_path, torch_threads)
+            authors = authors_loss.AuthorsLoss(authors_path, threads)
             info = dict(
                 authors_file=os.path.abspath(authors_path),
                 authors_sha256=authors_loss.file_digest(authors_path),
@@ -295,8 +315,15 @@ def _run_worker(backend, shapes, repeats, tf_modes, authors_path=None, torch_thr
             )
         if backend == "tensorflow":
             results, checks = _time_tensorflow(shapes, repeats, tf_modes, authors)
+            import tensorflow as tf
+
+            info["threads"] = (
+                f"TensorFlow intra-op {tf.config.threading.get_intra_op_parallelism_threads()}, "
+                f"inter-op {tf.config.threading.get_inter_op_parallelism_threads()} (0: default)"
+            )
         else:
             results, checks = _time_jax(shapes, repeats, authors)
+            info["threads"] = f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
     except ImportError as error:
         missing = (error.name or "").split(".")[0]
         if missing not in BACKEND_PACKAGES[backend]:
@@ -337,7 +364,7 @@ def main(argv):
     if FLAGS.worker:
         _run_worker(
             FLAGS.worker, shapes, FLAGS.repeats, FLAGS.tf_modes,
-            FLAGS.authors_loss, FLAGS.torch_threads,
+            FLAGS.authors_loss, FLAGS.threads,
         )
         return 0
     _check_authors_flag(FLAGS.authors_loss)
@@ -351,11 +378,19 @@ def main(argv):
             FLAGS.sweep_batches, FLAGS.sweep_batches_classes,
         ))
     if FLAGS.authors_loss:
-        extra += [f"--authors_loss={os.path.abspath(FLAGS.authors_loss)}",
-                  f"--torch_threads={FLAGS.torch_threads}"]
+        extra += [f"--authors_loss={os.path.abspath(FLAGS.authors_loss)}"]
+    if FLAGS.threads:
+        if FLAGS.threads != 1:
+            raise app.UsageError(
+                "Invalid value for --threads. Expected 0 (defaults) or 1 (XLA's "
+                f"CPU backend has no other fixed count). Received: {FLAGS.threads}"
+            )
+        extra.append(f"--threads={FLAGS.threads}")
     results, checks, infos, failures = [], [], [], []
     for backend in FLAGS.backends:
         env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"))
+        if FLAGS.threads == 1:  # Read by XLA when JAX starts (also TF's XLA).
+            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + SINGLE_THREAD_XLA).strip()
         command = [sys.executable, os.path.abspath(__file__), f"--worker={backend}", f"--repeats={FLAGS.repeats}"] + extra
         if shapes_flag:
             command.append(f"--shapes={shapes_flag}")
@@ -365,7 +400,7 @@ def main(argv):
             results.extend(value["rows"])
             checks += [dict(backend=backend, **c) for c in value["checks"]]
             if value["info"]:
-                infos.append(value["info"])
+                infos.append(dict(value["info"], backend=backend))
         elif kind == "skipped":
             print(f"{backend}: skipped: {value}")
         else:
@@ -377,8 +412,11 @@ def main(argv):
     else:
         print(format_table(results))
         print(format_transcendentals(results))
-    if infos:
-        print(format_authors_info(infos[0], checks))
+    for info in infos:
+        print(f"{info['backend']} threads: {info['threads']}")
+    authors_infos = [info for info in infos if "authors_file" in info]
+    if authors_infos:
+        print(format_authors_info(authors_infos[0], checks))
     for failure in failures:
         print(f"FAILED: {failure}", file=sys.stderr)
     return 1 if failures else 0

@@ -302,6 +302,21 @@ def test_authors_loss_flag_names_a_missing_file(tmp_path):
     assert result.returncode != 0
     assert "Invalid value for --authors_loss" in result.stderr
     assert "absent.py" in result.stderr
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "loss_speed.py"), "--threads=2"],
+        env=_env(), capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0 and "Invalid value for --threads" in result.stderr
+
+
+def test_single_thread_run_says_so():
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "loss_speed.py"), "--backends=tensorflow",
+         "--tf_modes=graph", "--repeats=1", "--shapes=4x30", "--threads=1"],
+        env=_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "tensorflow threads: TensorFlow intra-op 1, inter-op 1" in result.stdout
 
 
 @pytest.mark.skipif(
