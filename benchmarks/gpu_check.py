@@ -7,17 +7,21 @@ Keras). It measures, in one process:
 (a) The CSL loss, forward + backward, at 64 x 80, 64 x 9,605 and
     256 x 9,605 (`--loss_shapes`): `keras_csl.ClassAwareSelectiveLoss`
     under `jax.jit(jax.value_and_grad(...))` next to Keras's plain BCE, and
-    the authors' `PartialSelectiveLoss` re-implemented here in PyTorch
-    (`torch_partial_selective_loss`: sigmoid, log clamped at 1e-8,
-    `argsort` of every un-annotated entry of the batch for the likelihood
-    top-k, prior class mask), timed twice: with the prior tensor rebuilt
-    from a Python dict on every call as the authors' `forward` does, and
-    with the prior kept on the device. Selective mode, likelihood top-k 5,
+    a lean PyTorch re-implementation of the authors' `PartialSelectiveLoss`
+    written here (`torch_partial_selective_loss`: sigmoid, log clamped at
+    1e-8, `argsort` of every un-annotated entry of the batch for the
+    likelihood top-k, prior class mask; not their file), timed twice: with
+    the prior tensor rebuilt from a Python dict on every call as the
+    authors' `forward` does ("lean dict"), and with the prior kept on the
+    device ("lean dev"). With `--authors_loss=PATH` the authors' own,
+    unmodified `partial_asymmetric_loss.py` is timed too ("file"; on a GPU
+    as it is, on a CPU through the CUDA-to-CPU mapping of
+    benchmarks/authors_loss.py). Selective mode, likelihood top-k 5,
     prior threshold 0.05, gammas 0 / 1 / 2 (the authors' defaults, as
     `benchmarks/loss_speed.py` and ../shared/BASELINES.md). Before timing,
-    the Keras and PyTorch losses and their gradients are compared on the
-    same inputs (relative error; `ok` below 1e-4 and 1e-3: above, the
-    row says MISMATCH and the script exits with status 1).
+    the Keras loss and each PyTorch loss and their gradients are compared
+    on the same inputs (relative error; `ok` below 1e-4 and 1e-3: above,
+    the row says MISMATCH and the script exits with status 1).
 (b) ResNet-50 training, batch 128, 224 px, 9,605 classes, bfloat16
     (`--train_*`): `keras.applications.ResNet50(weights=None)` through
     `keras_csl.models.build_model`, `mixed_bfloat16`, jit, `model.fit` with
@@ -139,6 +143,10 @@ def define_flags():
     flags.DEFINE_integer("torch_warmup", 10, "Untimed PyTorch steps first.")
     flags.DEFINE_string(
         "output_json", None, "Where to write the results (default $OUT/gpu_check.json)."
+    )
+    flags.DEFINE_string(
+        "authors_loss", None,
+        "Path to the authors' unmodified partial_asymmetric_loss.py, to time it too.",
     )
 
 
@@ -303,12 +311,25 @@ def keras_layout_resnet50(num_classes):
     return nn.Sequential(*layers)
 
 
+def import_torchvision():
+    """torchvision, or ImportError when it is missing or does not import.
+
+    A torchvision built for another torch fails at import with a
+    RuntimeError (torchvision 0.28 next to the CPU torch 2.13.0: "operator
+    torchvision::nms does not exist"); that is a skip too.
+    """
+    try:
+        import torchvision
+    except Exception as error:  # noqa: BLE001
+        raise ImportError(f"torchvision does not import: {error}") from error
+    return torchvision
+
+
 def _torch_resnet(kind, num_classes):
     if kind == "keras_layout":
         return keras_layout_resnet50(num_classes)
     if kind == "torchvision":
-        import torchvision  # Raises ImportError where it is missing.
-
+        torchvision = import_torchvision()
         return torchvision.models.resnet50(weights=None, num_classes=num_classes)
     raise ValueError(
         "Invalid value for argument `kind`. Expected 'keras_layout' or "
@@ -323,7 +344,8 @@ def time_torch_training(
     """Images/s of PyTorch ResNet-50 training steps with the authors' loss.
 
     channels_last, bf16 autocast (unless `bfloat16=False`), logits cast to
-    float32, the loss with the prior rebuilt from a dict each call as the
+    float32, the loss (`torch_partial_selective_loss`, the lean
+    re-implementation) with the prior rebuilt from a dict each call as the
     authors' code does, `AdamW`.
 
     Returns:
@@ -396,13 +418,18 @@ def _relative_error(value, reference):
     return float(np.linalg.norm(value - reference) / max(np.linalg.norm(reference), 1e-30))
 
 
-def check_and_time_losses(shapes, calls, rounds):
+def check_and_time_losses(shapes, calls, rounds, authors_path=None):
     """Part (a): one result dict per shape (ms of each variant, errors)."""
     import jax
     import torch
 
     import keras_csl
 
+    authors_module = None
+    if authors_path:
+        import authors_loss
+
+        authors_module = authors_loss.load_module(authors_path)
     device = _torch_device()
     results = []
     for batch, classes in shapes:
@@ -416,16 +443,34 @@ def check_and_time_losses(shapes, calls, rounds):
         x = jax.device_put(logits)
         y = jax.device_put(targets)
         y01 = jax.device_put(labels01)
-
-        # Correctness first: the same inputs through both implementations.
-        value, grad = jax.value_and_grad(lambda v: csl_sum(y, v))(x)
-        t_logits = torch.from_numpy(logits).to(device).requires_grad_(True)
         t_targets = torch.from_numpy(targets).to(device)
         t_prior = torch.from_numpy(prior).to(device)
-        t_value = torch_partial_selective_loss(t_logits, t_targets, t_prior, **LOSS_OPTIONS)
-        t_value.backward()
-        value_error = _relative_error(value, t_value.item())
-        grad_error = _relative_error(grad, t_logits.grad.cpu().numpy())
+        prior_dict = dict(enumerate(prior.astype("float64").tolist()))
+
+        # Correctness first: the same inputs through every implementation.
+        value, grad = jax.value_and_grad(lambda v: csl_sum(y, v))(x)
+        torch_losses = {
+            "lean": lambda v, p=t_prior: torch_partial_selective_loss(
+                v, t_targets, p, **LOSS_OPTIONS
+            ),
+        }
+        if authors_module is not None:
+            import authors_loss
+
+            criterion = authors_loss.make_criterion(authors_module, prior, **LOSS_OPTIONS)
+            torch_losses["file"] = lambda v: criterion(v, t_targets)
+        row = dict(shape=f"{batch}x{classes}")
+        for name, fn in torch_losses.items():
+            t_logits = torch.from_numpy(logits).to(device).requires_grad_(True)
+            t_value = fn(t_logits)
+            t_value.backward()
+            row[f"{name}_value_relative_error"] = _relative_error(value, t_value.item())
+            row[f"{name}_grad_relative_error"] = _relative_error(
+                grad, t_logits.grad.cpu().numpy()
+            )
+        # The lean re-implementation's errors keep their old keys.
+        row["value_relative_error"] = row.pop("lean_value_relative_error")
+        row["grad_relative_error"] = row.pop("lean_grad_relative_error")
 
         timings = {}
         for name, loss, labels in (("keras_csl", csl, y), ("keras_bce", bce, y01)):
@@ -434,36 +479,40 @@ def check_and_time_losses(shapes, calls, rounds):
                 lambda step=step, labels=labels: step(x, labels),
                 jax.block_until_ready, calls, rounds,
             )
-        prior_dict = dict(enumerate(prior.astype("float64").tolist()))
         t_x = torch.from_numpy(logits).to(device).requires_grad_(True)
 
-        def torch_step(from_dict):
+        def torch_step(loss_of):
             def run():
-                p = torch.tensor(list(prior_dict.values())).to(device) if (
-                    from_dict
-                ) else t_prior
-                loss = torch_partial_selective_loss(t_x, t_targets, p, **LOSS_OPTIONS)
+                loss = loss_of()
                 loss.backward()
                 t_x.grad = None
                 return loss
 
             return run
 
-        timings["torch_authors"] = median_ms(
-            torch_step(True), lambda _: _torch_sync(), calls, rounds
-        )
-        timings["torch_prior_on_device"] = median_ms(
-            torch_step(False), lambda _: _torch_sync(), calls, rounds
-        )
-        results.append(dict(
-            shape=f"{batch}x{classes}",
-            value_relative_error=value_error,
-            grad_relative_error=grad_error,
-            ok=bool(
-                value_error < VALUE_TOLERANCE and grad_error < GRADIENT_TOLERANCE
+        variants = {
+            # The prior rebuilt from a dict on every call, as their forward.
+            "torch_lean_dict": lambda: torch_partial_selective_loss(
+                t_x, t_targets,
+                torch.tensor(list(prior_dict.values())).to(device), **LOSS_OPTIONS,
             ),
-            **{f"{name}_ms": ms for name, ms in timings.items()},
-        ))
+            "torch_lean_device": lambda: torch_partial_selective_loss(
+                t_x, t_targets, t_prior, **LOSS_OPTIONS
+            ),
+        }
+        if "file" in torch_losses:
+            variants["authors_file"] = lambda: torch_losses["file"](t_x)
+        for name, loss_of in variants.items():
+            timings[name] = median_ms(
+                torch_step(loss_of), lambda _: _torch_sync(), calls, rounds
+            )
+        errors = [
+            (row[key], GRADIENT_TOLERANCE if "grad" in key else VALUE_TOLERANCE)
+            for key in row if key.endswith("relative_error")
+        ]
+        row["ok"] = bool(all(error < limit for error, limit in errors))
+        row.update({f"{name}_ms": ms for name, ms in timings.items()})
+        results.append(row)
     return results
 
 
@@ -484,7 +533,7 @@ def time_training(batch, image_size, classes, steps, rounds, precision,
         images_per_s=keras_row["bce_images_per_s"], ms=keras_row["bce_ms"],
     ))
     for kind in torch_models:
-        name = f"torch {kind}, authors' loss"
+        name = f"torch {kind}, lean authors' loss"
         try:
             images_per_s, ms = time_torch_training(
                 kind, batch, image_size, classes, steps, rounds,
@@ -519,9 +568,7 @@ def device_info():
         keras_backend=keras.backend.backend(),
     )
     try:
-        import torchvision
-
-        info["versions"]["torchvision"] = torchvision.__version__
+        info["versions"]["torchvision"] = import_torchvision().__version__
     except ImportError:
         info["versions"]["torchvision"] = None
     return info
@@ -537,16 +584,23 @@ def format_report(report):
     if report.get("loss"):
         lines += [
             "",
-            "(a) loss forward + backward, ms (median); error = Keras vs PyTorch",
+            "(a) loss forward + backward, ms (median); lean = our PyTorch "
+            "re-implementation of the authors' loss (dict: prior rebuilt from a "
+            "dict per call, as theirs; dev: on the device); file = the authors' "
+            "unmodified file (--authors_loss); errors = Keras vs lean (value, gradient)",
             f"{'batch x classes':>16}{'keras CSL':>11}{'keras BCE':>11}"
-            f"{'torch auth':>12}{'torch dev':>11}{'auth/CSL':>10}{'errors':>20}",
+            f"{'lean dict':>11}{'lean dev':>10}{'file':>10}{'lean/CSL':>10}"
+            f"{'file/CSL':>10}{'errors':>20}",
         ]
         for r in report["loss"]:
+            file_ms = r.get("authors_file_ms")
             lines.append(
                 f"{r['shape']:>16}{r['keras_csl_ms']:>11.3f}{r['keras_bce_ms']:>11.3f}"
-                f"{r['torch_authors_ms']:>12.3f}{r['torch_prior_on_device_ms']:>11.3f}"
-                f"{r['torch_authors_ms'] / r['keras_csl_ms']:>10.1f}"
-                f"{r['value_relative_error']:>9.1e} {r['grad_relative_error']:>7.1e}"
+                f"{r['torch_lean_dict_ms']:>11.3f}{r['torch_lean_device_ms']:>10.3f}"
+                + (f"{file_ms:>10.3f}" if file_ms else f"{'-':>10}")
+                + f"{r['torch_lean_dict_ms'] / r['keras_csl_ms']:>10.1f}"
+                + (f"{file_ms / r['keras_csl_ms']:>10.1f}" if file_ms else f"{'-':>10}")
+                + f"{r['value_relative_error']:>9.1e} {r['grad_relative_error']:>7.1e}"
                 f"{'' if r['ok'] else ' MISMATCH'}"
             )
     if report.get("training"):
@@ -569,12 +623,14 @@ def format_report(report):
 
 def run(parts, loss_shapes, loss_calls, loss_rounds, resnet_batch,
         resnet_image_size, resnet_classes, resnet_steps, resnet_rounds,
-        resnet_precision, torch_models, torch_warmup):
+        resnet_precision, torch_models, torch_warmup, authors_loss=None):
     """Runs the parts; returns the report dict."""
     started = time.perf_counter()
     report = dict(device=device_info())
     if "loss" in parts:
-        report["loss"] = check_and_time_losses(loss_shapes, loss_calls, loss_rounds)
+        report["loss"] = check_and_time_losses(
+            loss_shapes, loss_calls, loss_rounds, authors_loss
+        )
         print(f"loss part done after {time.perf_counter() - started:.0f} s", flush=True)
     if "resnet" in parts:
         report["training_setup"] = dict(
@@ -592,14 +648,22 @@ def run(parts, loss_shapes, loss_calls, loss_rounds, resnet_batch,
 
 def report_problems(report):
     """Why the check failed: one line per mismatching loss shape (or none)."""
-    return [
-        f"the Keras and PyTorch losses disagree at {r['shape']}: relative "
-        f"error of the value {r['value_relative_error']:.1e} (limit "
-        f"{VALUE_TOLERANCE:.0e}), of the gradient {r['grad_relative_error']:.1e} "
-        f"(limit {GRADIENT_TOLERANCE:.0e})"
-        for r in report.get("loss", ())
-        if not r["ok"]
-    ]
+    problems = []
+    for r in report.get("loss", ()):
+        if r["ok"]:
+            continue
+        for name in ("", "file_"):
+            value = r.get(f"{name}value_relative_error")
+            grad = r.get(f"{name}grad_relative_error")
+            if value is None or (value < VALUE_TOLERANCE and grad < GRADIENT_TOLERANCE):
+                continue
+            which = "the authors' file" if name else "the lean PyTorch loss"
+            problems.append(
+                f"Keras and {which} disagree at {r['shape']}: relative "
+                f"error of the value {value:.1e} (limit {VALUE_TOLERANCE:.0e}), "
+                f"of the gradient {grad:.1e} (limit {GRADIENT_TOLERANCE:.0e})"
+            )
+    return problems
 
 
 def main(argv):
@@ -614,6 +678,7 @@ def main(argv):
         FLAGS.loss_rounds, FLAGS.train_batch, FLAGS.train_image_size,
         FLAGS.train_classes, FLAGS.train_steps, FLAGS.train_rounds,
         FLAGS.train_precision, FLAGS.torch_models, FLAGS.torch_warmup,
+        FLAGS.authors_loss,
     )
     path = FLAGS.output_json
     if path is None and os.environ.get("OUT"):

@@ -1,8 +1,10 @@
 """Which un-annotated entries the selective loss leaves out.
 
-The likelihood rule of CSL drops the un-annotated entries that the model
-already believes are positive: the `k` entries with the highest logits. This
-module finds them without sorting the whole batch.
+`selection_weight` applies CSL's two rules: the class-aware rule drops the
+un-annotated entries of classes whose prior exceeds a threshold, and the
+likelihood rule drops the un-annotated entries that the model already
+believes are positive: the `k` entries with the highest logits. This
+module finds those without sorting the whole batch.
 
 The authors sort every un-annotated entry of the batch (about 600k values at
 64 x 9,605). Here the k-th largest value is found in two cheap stages:
@@ -22,6 +24,13 @@ bits of the float values, which XLA fuses into a few passes.
 Ties: every entry equal to the k-th largest value is selected, so with ties
 slightly more than k entries may be dropped. The authors' `argsort` breaks
 ties in an unspecified order; with continuous logits ties do not occur.
+
+Ranking key: the logit. The authors rank by `p_neg = 1 - p` in float32,
+shifted and capped at 1 when `clip > 0`: every entry with `p <= clip` then
+ties at 1, and every logit above about 16.6 at 0 (`p` rounds to 1). Where
+the k-th entry is not in such a tie the selection is the same; where it is,
+theirs drops an arbitrary subset of the tie and this drops the highest
+logits (tests/losses/test_selective_loss.py, `TestAuthorsDifferences`).
 """
 
 import numpy as np
@@ -29,6 +38,51 @@ from keras import backend
 from keras import ops
 
 BLOCK = 64
+
+
+def selection_weight(
+    logits,
+    unannotated,
+    mode="selective",
+    likelihood_topk=5,
+    likelihood_scope="batch",
+    prior=None,
+    prior_threshold=0.05,
+):
+    """Which entries count in the loss (the paper's selection weight).
+
+    Annotated entries always count. Un-annotated ones count in `"negative"`
+    mode, never in `"ignore"` mode, and in `"selective"` mode unless their
+    class prior exceeds `prior_threshold` (when it is above 0) or they are among the
+    `likelihood_topk * batch_size` highest un-annotated logits of the batch
+    (`likelihood_scope="batch"`), or the `likelihood_topk` highest of their
+    sample (`likelihood_scope="sample"`).
+
+    Returns:
+        A boolean tensor of the shape of `logits`, or `None` when every entry
+        counts.
+    """
+    if mode == "negative":
+        return None
+    annotated = ops.logical_not(unannotated)
+    if mode == "ignore":
+        return annotated
+    keep = None
+    # A threshold of 0 turns the class-aware rule off, as the authors'
+    # `if args.prior_threshold:` does.
+    if prior is not None and prior_threshold > 0:
+        common_class = ops.cast(prior, "float32") > prior_threshold
+        keep = ops.logical_not(ops.logical_and(unannotated, common_class[None, :]))
+    if likelihood_topk > 0:
+        likely_positive = top_entries_mask(
+            ops.stop_gradient(logits),
+            unannotated,
+            likelihood_topk,
+            scope=likelihood_scope,
+        )
+        dropped = ops.logical_not(likely_positive)
+        keep = dropped if keep is None else ops.logical_and(keep, dropped)
+    return keep
 
 
 def _kth_largest_by_bits(values, k):

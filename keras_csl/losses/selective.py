@@ -1,83 +1,164 @@
 """The Class-aware Selective Loss (CSL) for partially annotated labels."""
 
-import numpy as np
 import keras
+import numpy as np
 from keras import ops
 
-from keras_csl.losses import selection
+from keras_csl.losses import targets as target_checks
+from keras_csl.losses.selection import selection_weight
+from keras_csl.losses.settings import MODES  # noqa: F401 (re-exported)
+from keras_csl.losses.settings import SCOPES  # noqa: F401 (re-exported)
+from keras_csl.losses.settings import SelectiveLossSettings
+from keras_csl.losses.settings import expose_settings
+from keras_csl.losses.settings import signature
 from keras_csl.priors import validate_prior
-
-MODES = ("negative", "ignore", "selective")
-SCOPES = ("batch", "sample")
 
 
 def class_aware_selective_loss(
-    y_true,
-    y_pred,
-    mode="selective",
-    gamma_pos=0.0,
-    gamma_neg=1.0,
-    gamma_unannotated=2.0,
-    alpha_pos=1.0,
-    alpha_neg=1.0,
-    alpha_unannotated=1.0,
-    clip=0.0,
-    likelihood_topk=5,
-    likelihood_scope="batch",
-    prior=None,
-    prior_threshold=0.05,
-    from_logits=True,
+    y_true, y_pred, *, prior=None, check_inputs=True, **settings
 ):
-    """Per-sample CSL loss; see `ClassAwareSelectiveLoss` for the arguments.
+    """Per-sample CSL loss, the function behind `ClassAwareSelectiveLoss`.
 
-    Targets are 1 (positive), 0 (verified negative) or -1 (un-annotated).
-    `prior` is `None` or a float tensor of shape `[classes]`.
+    Takes the same settings as `ClassAwareSelectiveLoss` (same names, same
+    defaults: `SelectiveLossSettings`). Targets are 1 (positive), 0
+    (verified negative) or -1 (un-annotated); see the class for how other
+    values and mismatched shapes are reported.
+
+    Example:
+
+    >>> float(class_aware_selective_loss(  # ln 2 * (1 + 1/2), -1 ignored
+    ...     [[1.0, 0.0, -1.0]], [[0.0, 0.0, 0.0]], mode="ignore")[0])
+    1.0397207...
+
+    Args:
+        y_true: targets `[batch, classes]`.
+        y_pred: logits (or probabilities, `from_logits=False`) of the same
+            shape.
+        prior: `None` or a float tensor of shape `[classes]`.
+        check_inputs: check target values and shapes (default). `False`
+            skips the checks: only for measuring what they cost
+            (benchmarks/loss_speed.py).
+        **settings: any of the `ClassAwareSelectiveLoss` settings.
 
     Returns:
         Float32 tensor of shape `[batch]`: minus the sum over classes of
         selection weight x focusing weight x alpha x log-likelihood.
+
+    Raises:
+        ValueError: for bad shapes or targets (where it can raise; see
+            `ClassAwareSelectiveLoss`) or a bad setting.
+        TypeError: for an unknown setting.
     """
+    settings = SelectiveLossSettings.from_arguments(
+        settings, "class_aware_selective_loss"
+    )
+    return selective_loss(
+        y_true, y_pred, settings, prior=prior, check_inputs=check_inputs
+    )
+
+
+class_aware_selective_loss.__signature__ = signature(
+    SelectiveLossSettings,
+    ("y_true", "y_pred"),
+    (("prior", None), ("check_inputs", True)),
+)
+
+
+def selective_loss(
+    y_true,
+    y_pred,
+    settings,
+    prior=None,
+    num_classes=None,
+    check_inputs=True,
+    allowed=target_checks.PARTIAL_TARGETS,
+    caller="ClassAwareSelectiveLoss",
+):
+    """`class_aware_selective_loss` with a `SelectiveLossSettings` record.
+
+    `allowed` is the set of valid targets (`PARTIAL_TARGETS`, or
+    `FULL_TARGETS` for ASL) and `caller` the name used in error messages.
+    """
+    y_true = ops.convert_to_tensor(y_true)
+    y_pred = ops.convert_to_tensor(y_pred)
+    if check_inputs:
+        target_checks.check_static_shapes(y_true, y_pred, caller, num_classes)
+        y_true, rows_ok = target_checks.check_rows(y_true, y_pred, caller)
     targets = ops.cast(y_true, "float32")
     y_pred = ops.cast(y_pred, "float32")
-    logits = y_pred if from_logits else _probabilities_to_logits(y_pred)
+    # Kinds by equality, as the authors' code: anything else is invalid.
+    positive = ops.equal(targets, 1.0)
+    unannotated = ops.equal(targets, -1.0)
+    if not check_inputs:
+        return _per_sample_loss(y_pred, positive, unannotated, settings, prior)
+    valid = ops.logical_or(positive, ops.equal(targets, 0.0))
+    if -1.0 in allowed:
+        valid = ops.logical_or(valid, unannotated)
+    # Under jax.jit a bad target turns its own entry's weight into NaN
+    # (fused with the loss: no extra pass); elsewhere it raises, or (XLA in
+    # TensorFlow) the assertion's boolean turns the loss into NaN below.
+    entry_by_entry = target_checks.traced_without_assertions(targets)
+    values_ok = target_checks.check_values(
+        targets, valid, allowed, caller, reduce=not entry_by_entry
+    )
+    per_sample = _per_sample_loss(
+        y_pred, positive, unannotated, settings, prior,
+        valid=valid if entry_by_entry else None,
+    )
+    factor = target_checks.nan_unless(rows_ok, values_ok)
+    if factor is None:
+        return per_sample
+    # Traced: bad input makes the loss and its gradient NaN.
+    return per_sample * ops.stop_gradient(factor)
 
-    # Neither positive nor un-annotated means a verified negative.
-    positive = targets > 0.5
-    unannotated = targets < -0.5
+
+def _per_sample_loss(y_pred, positive, unannotated, settings, prior, valid=None):
+    """The CSL maths: `-sum_c w * (1 - p_t)^gamma * alpha * log p_t`.
+
+    Where `valid` is given and False, the weight is NaN: the sample's loss
+    and the gradient at that entry become NaN.
+    """
+    s = settings
+    logits = y_pred if s.from_logits else _probabilities_to_logits(y_pred)
 
     def coefficient_of(one_minus_p_t, logits):
         """alpha * (1 - p_t)^gamma * selection weight, without gradient."""
         coefficient = _by_kind(
             positive,
             unannotated,
-            _scaled(alpha_pos, _power(one_minus_p_t, gamma_pos)),
-            _scaled(alpha_neg, _power(one_minus_p_t, gamma_neg)),
-            _scaled(alpha_unannotated, _power(one_minus_p_t, gamma_unannotated)),
+            _scaled(s.alpha_pos, _power(one_minus_p_t, s.gamma_pos)),
+            _scaled(s.alpha_neg, _power(one_minus_p_t, s.gamma_neg)),
+            _scaled(
+                s.alpha_unannotated, _power(one_minus_p_t, s.gamma_unannotated)
+            ),
         )
         keep = selection_weight(
             logits,
             unannotated,
-            mode=mode,
-            likelihood_topk=likelihood_topk,
-            likelihood_scope=likelihood_scope,
+            mode=s.mode,
+            likelihood_topk=s.likelihood_topk,
+            likelihood_scope=s.likelihood_scope,
             prior=prior,
-            prior_threshold=prior_threshold,
+            prior_threshold=s.prior_threshold,
         )
         if keep is not None:
             coefficient = ops.where(keep, coefficient, 0.0)
+        if valid is not None:
+            coefficient = ops.where(valid, coefficient, float("nan"))
         return ops.stop_gradient(coefficient)
 
-    if clip > 0:
+    if s.clip > 0:
         # Probability shifting of ASL on every non-positive entry:
-        # p_neg = min(1 - p + clip, 1) >= clip, so its log is finite.
+        # p_neg = min(1 - p + clip, 1) >= clip, so its log is finite. Its
+        # gradient, -p (1 - p) / (1 - p + clip), vanishes as p -> 1.
         log_likelihood = ops.where(
             positive,
             ops.log_sigmoid(logits),
-            ops.log(ops.minimum(ops.sigmoid(-logits) + clip, 1.0)),
+            ops.log(ops.minimum(ops.sigmoid(-logits) + s.clip, 1.0)),
         )
         p = ops.sigmoid(logits)
         coefficient = coefficient_of(
-            ops.where(positive, 1.0 - p, ops.maximum(p - clip, 0.0)), logits
+            ops.where(positive, 1.0 - p, ops.maximum(p - s.clip, 0.0)), logits
         )
         return -ops.sum(coefficient * log_likelihood, axis=-1)
     return _weighted_log_sigmoid_loss(logits, positive, coefficient_of)
@@ -111,49 +192,6 @@ def _weighted_log_sigmoid_loss(logits, positive, coefficient_of):
         return -ops.sum(coefficient * log_p_t, axis=-1), grad
 
     return loss_fn(logits)
-
-
-def selection_weight(
-    logits,
-    unannotated,
-    mode="selective",
-    likelihood_topk=5,
-    likelihood_scope="batch",
-    prior=None,
-    prior_threshold=0.05,
-):
-    """Which entries count in the loss (the paper's selection weight).
-
-    Annotated entries always count. Un-annotated ones count in `"negative"`
-    mode, never in `"ignore"` mode, and in `"selective"` mode unless their
-    class prior exceeds `prior_threshold` or they are among the
-    `likelihood_topk * batch_size` highest un-annotated logits of the batch
-    (`likelihood_scope="batch"`), or the `likelihood_topk` highest of their
-    sample (`likelihood_scope="sample"`).
-
-    Returns:
-        A boolean tensor of the shape of `logits`, or `None` when every entry
-        counts.
-    """
-    if mode == "negative":
-        return None
-    annotated = ops.logical_not(unannotated)
-    if mode == "ignore":
-        return annotated
-    keep = None
-    if prior is not None:
-        common_class = ops.cast(prior, "float32") > prior_threshold
-        keep = ops.logical_not(ops.logical_and(unannotated, common_class[None, :]))
-    if likelihood_topk > 0:
-        likely_positive = selection.top_entries_mask(
-            ops.stop_gradient(logits),
-            unannotated,
-            likelihood_topk,
-            scope=likelihood_scope,
-        )
-        dropped = ops.logical_not(likely_positive)
-        keep = dropped if keep is None else ops.logical_and(keep, dropped)
-    return keep
 
 
 def _power(base, exponent):
@@ -201,14 +239,6 @@ def _probabilities_to_logits(probabilities):
     return ops.log(p) - ops.log1p(-p)
 
 
-def _check(condition, argument, expected, value):
-    if not condition:
-        raise ValueError(
-            f"Invalid value for argument `{argument}`. Expected {expected}. "
-            f"Received: {argument}={value!r}"
-        )
-
-
 @keras.saving.register_keras_serializable(package="keras_csl")
 class ClassAwareSelectiveLoss(keras.losses.Loss):
     """Class-aware Selective Loss (CSL) for partially annotated multi-label data.
@@ -229,10 +259,11 @@ class ClassAwareSelectiveLoss(keras.losses.Loss):
     - `"negative"`: every un-annotated entry counts, as a negative.
     - `"ignore"`: no un-annotated entry counts.
     - `"selective"` (CSL): an un-annotated entry does not count if its class
-      prior `P_r(c)` exceeds `prior_threshold` (the class-aware rule), nor if
-      it is among the `likelihood_topk * batch_size` un-annotated entries of
-      the batch with the highest predicted probability (the likelihood rule,
-      as the authors' code does; `likelihood_scope="sample"` takes the top
+      prior `P_r(c)` exceeds `prior_threshold` (the class-aware rule; a
+      threshold of 0 turns it off, as in the authors' code), nor if it is
+      among the `likelihood_topk * batch_size` un-annotated entries of the
+      batch with the highest logits (the likelihood rule, as the authors'
+      code does; `likelihood_scope="sample"` takes the top
       `likelihood_topk` of each sample instead, as the paper words it).
       The remaining un-annotated entries count as negatives.
 
@@ -240,11 +271,48 @@ class ClassAwareSelectiveLoss(keras.losses.Loss):
     gradient. Log-probabilities are computed stably from logits in float32,
     whatever the input dtype, so even logits of +-100 give finite values.
 
+    Differences from the authors' PyTorch code (README, "What the loss
+    computes"; each is tested): under `tf.distribute` the likelihood top-k
+    ranks each replica's own rows (`likelihood_topk * per-replica batch`
+    entries per replica: the same count in total, chosen among fewer
+    entries, so not the entries one device would pick); the likelihood
+    rule ranks by logit and leaves out every entry tied at the k-th value,
+    while theirs ranks by `p_neg` and drops an arbitrary part of a tie
+    (with `clip > 0` every entry with `p <= clip` ties at `p_neg = 1`, but
+    such entries cost nothing and have no gradient, so the loss is the
+    same); log-probabilities are exact beyond their 1e-8 clamp. Not a
+    difference, but worth knowing: with `clip > 0` the gradient of a
+    non-positive entry is `-p (1 - p) / (1 - p + clip)` times its weight,
+    which vanishes for confidently wrong negatives (9.1e-4 at logit 10 with
+    clip 0.05, against 1.0 without clip), in their code as here.
+
+    Bad input. Targets other than 1, 0, -1 (NaN, 0.5, 2, -7) and a `y_true`
+    whose shape differs from `y_pred`'s (also `(1, C)` against `(B, C)`,
+    which would broadcast) are rejected:
+
+    - shapes known when traced: `ValueError` at once;
+    - eager (TensorFlow, JAX outside `jit`, PyTorch): `ValueError` naming
+      the first bad target, the count and the bad values;
+    - TensorFlow graph (`model.fit` without XLA, `tf.function`):
+      `tf.errors.InvalidArgumentError` with the same text, before the
+      weights are updated;
+    - XLA (`jit_compile=True`) and `jax.jit`, which cannot raise at run
+      time: the loss of the batch is NaN, and so is its gradient (for the
+      whole batch in TensorFlow, at the bad entries under JAX).
+
+    The check costs one comparison and a reduction over the targets
+    (benchmarks/loss_speed.py measures it, with and without).
+
     The class prior lives in the non-trainable variable `prior_variable`
     (shape `[num_classes]`), so `set_prior()` and
     `keras_csl.callbacks.ClassPriorUpdater` take effect inside already
     compiled train steps. Until a prior is given, no class is excluded by it.
     Under `tf.distribute`, create the loss inside `strategy.scope()`.
+
+    `ClassAwareSelectiveLoss(**loss.get_config())` rebuilds the loss, and
+    `ClassAwareSelectiveLoss().get_config()` holds the defaults. Each
+    setting is defined once, in `SelectiveLossSettings`, and readable (not
+    assignable) as an attribute, e.g. `loss.gamma_neg`.
 
     Example:
 
@@ -264,16 +332,18 @@ class ClassAwareSelectiveLoss(keras.losses.Loss):
         alpha_pos: weight of positives' log-likelihood. Defaults to 1.
         alpha_neg: weight of verified negatives. Defaults to 1.
         alpha_unannotated: weight of un-annotated entries. Defaults to 1.
-        clip: probability margin `m` of ASL added to `1 - p` (0 disables).
+        clip: probability margin `m` of ASL added to `1 - p` (0, the
+            default, disables it).
         likelihood_topk: `K` of the likelihood rule; 0 disables it.
             Defaults to 5.
         likelihood_scope: `"batch"` (default) or `"sample"`.
         prior_threshold: classes whose prior exceeds this are not treated as
-            negatives when un-annotated. Defaults to 0.05.
+            negatives when un-annotated; 0 turns the class-aware rule off.
+            Defaults to 0.05.
+        from_logits: whether `y_pred` are logits (default) or probabilities.
         num_classes: number of classes; needed for a prior set later.
         prior: initial class prior, a sequence of `num_classes` floats in
             [0, 1].
-        from_logits: whether `y_pred` are logits (default) or probabilities.
         reduction: Keras reduction of the per-sample losses; `"sum"` gives
             the authors' total over the batch.
         name: name of the loss.
@@ -281,95 +351,34 @@ class ClassAwareSelectiveLoss(keras.losses.Loss):
 
     Raises:
         ValueError: for an unknown mode or scope, or an out-of-range value.
+        TypeError: for an unknown argument.
     """
 
     def __init__(
         self,
-        mode="selective",
-        gamma_pos=0.0,
-        gamma_neg=1.0,
-        gamma_unannotated=2.0,
-        alpha_pos=1.0,
-        alpha_neg=1.0,
-        alpha_unannotated=1.0,
-        clip=0.0,
-        likelihood_topk=5,
-        likelihood_scope="batch",
-        prior_threshold=0.05,
+        *,
         num_classes=None,
         prior=None,
-        from_logits=True,
         reduction="sum_over_batch_size",
         name="class_aware_selective_loss",
         dtype=None,
+        **settings,
     ):
+        self.settings = SelectiveLossSettings.from_arguments(
+            settings, type(self).__name__
+        )
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        _check(mode in MODES, "mode", f"one of {MODES}", mode)
-        _check(
-            likelihood_scope in SCOPES,
-            "likelihood_scope",
-            f"one of {SCOPES}",
-            likelihood_scope,
-        )
-        for arg, value in (
-            ("gamma_pos", gamma_pos),
-            ("gamma_neg", gamma_neg),
-            ("gamma_unannotated", gamma_unannotated),
-            ("alpha_pos", alpha_pos),
-            ("alpha_neg", alpha_neg),
-            ("alpha_unannotated", alpha_unannotated),
+        if num_classes is not None and not (
+            isinstance(num_classes, (int, np.integer)) and num_classes > 0
         ):
-            _check(
-                isinstance(value, (int, float)) and 0 <= value < np.inf,
-                arg,
-                "a finite number >= 0",
-                value,
-            )
-        _check(
-            isinstance(clip, (int, float)) and 0 <= clip < 1,
-            "clip",
-            "a number in [0, 1)",
-            clip,
-        )
-        _check(
-            isinstance(likelihood_topk, (int, np.integer))
-            and not isinstance(likelihood_topk, bool)
-            and likelihood_topk >= 0,
-            "likelihood_topk",
-            "an integer >= 0",
-            likelihood_topk,
-        )
-        _check(
-            isinstance(prior_threshold, (int, float))
-            and 0 <= prior_threshold <= 1,
-            "prior_threshold",
-            "a number in [0, 1]",
-            prior_threshold,
-        )
-        if num_classes is not None:
-            _check(
-                isinstance(num_classes, (int, np.integer)) and num_classes > 0,
-                "num_classes",
-                "a positive integer",
-                num_classes,
+            raise ValueError(
+                "Invalid value for argument `num_classes`. Expected a "
+                f"positive integer. Received: num_classes={num_classes!r}"
             )
         if prior is not None:
             prior = validate_prior(prior, num_classes, argument="prior")
             num_classes = len(prior)
-
-        self.mode = mode
-        self.gamma_pos = float(gamma_pos)
-        self.gamma_neg = float(gamma_neg)
-        self.gamma_unannotated = float(gamma_unannotated)
-        self.alpha_pos = float(alpha_pos)
-        self.alpha_neg = float(alpha_neg)
-        self.alpha_unannotated = float(alpha_unannotated)
-        self.clip = float(clip)
-        self.likelihood_topk = int(likelihood_topk)
-        self.likelihood_scope = likelihood_scope
-        self.prior_threshold = float(prior_threshold)
         self.num_classes = None if num_classes is None else int(num_classes)
-        self.from_logits = from_logits
 
         self.prior_variable = None
         if self.num_classes is not None:
@@ -413,79 +422,65 @@ class ClassAwareSelectiveLoss(keras.losses.Loss):
         values = validate_prior(values, self.num_classes, argument="values")
         self.prior_variable.assign(values)
 
+    def excluded_classes(self, prior=None):
+        """Which classes the class-aware rule leaves out when un-annotated.
+
+        Those whose prior exceeds `prior_threshold`, in selective mode with
+        a threshold above 0; none otherwise (also when no prior is set).
+
+        Example:
+
+        >>> loss = keras_csl.ClassAwareSelectiveLoss(prior_threshold=0.5)
+        >>> loss.excluded_classes([0.9, 0.2, 0.6])
+        array([ True, False,  True])
+
+        Args:
+            prior: the prior to read; defaults to the loss's current one.
+
+        Returns:
+            A boolean NumPy vector, one entry per class (empty when neither
+            `prior` nor a current prior is known).
+        """
+        values = self.prior if prior is None else validate_prior(prior)
+        if values is None:
+            return np.zeros(self.num_classes or 0, dtype=bool)
+        if not self.settings.class_aware_rule_on:
+            return np.zeros(len(values), dtype=bool)
+        return np.asarray(values) > self.settings.prior_threshold
+
     def call(self, y_true, y_pred):
-        y_true, y_pred = _as_tensors(y_true, y_pred)
-        _check_multilabel_shapes(y_true, y_pred, self.num_classes)
         prior = None
-        if self.mode == "selective" and self.prior_variable is not None:
+        if self.settings.class_aware_rule_on and self.prior_variable is not None:
             prior = self.prior_variable.value
-        return class_aware_selective_loss(
+        return selective_loss(
             y_true,
             y_pred,
-            mode=self.mode,
-            gamma_pos=self.gamma_pos,
-            gamma_neg=self.gamma_neg,
-            gamma_unannotated=self.gamma_unannotated,
-            alpha_pos=self.alpha_pos,
-            alpha_neg=self.alpha_neg,
-            alpha_unannotated=self.alpha_unannotated,
-            clip=self.clip,
-            likelihood_topk=self.likelihood_topk,
-            likelihood_scope=self.likelihood_scope,
+            self.settings,
             prior=prior,
-            prior_threshold=self.prior_threshold,
-            from_logits=self.from_logits,
+            num_classes=self.num_classes,
+            caller=type(self).__name__,
         )
 
     def get_config(self):
         config = super().get_config()
         prior = self.prior
+        config.update(self.settings.to_config())
         config.update(
-            {
-                "mode": self.mode,
-                "gamma_pos": self.gamma_pos,
-                "gamma_neg": self.gamma_neg,
-                "gamma_unannotated": self.gamma_unannotated,
-                "alpha_pos": self.alpha_pos,
-                "alpha_neg": self.alpha_neg,
-                "alpha_unannotated": self.alpha_unannotated,
-                "clip": self.clip,
-                "likelihood_topk": self.likelihood_topk,
-                "likelihood_scope": self.likelihood_scope,
-                "prior_threshold": self.prior_threshold,
-                "num_classes": self.num_classes,
-                "prior": None if prior is None else [float(v) for v in prior],
-                "from_logits": self.from_logits,
-                "dtype": self.dtype,
-            }
+            num_classes=self.num_classes,
+            prior=None if prior is None else [float(v) for v in prior],
+            dtype=self.dtype,
         )
         return config
 
 
-def _as_tensors(y_true, y_pred):
-    # Loss.__call__ maps nested Python lists to lists of tensors.
-    return ops.convert_to_tensor(y_true), ops.convert_to_tensor(y_pred)
-
-
-def _check_multilabel_shapes(y_true, y_pred, num_classes):
-    pred_shape = tuple(y_pred.shape)
-    true_shape = tuple(y_true.shape)
-    if len(pred_shape) != 2:
-        raise ValueError(
-            "Invalid value for argument `y_pred`. Expected a 2D tensor of "
-            f"shape [batch, classes]. Received: y_pred.shape={pred_shape}"
-        )
-    if len(true_shape) != 2 or (
-        None not in (true_shape[-1], pred_shape[-1])
-        and true_shape[-1] != pred_shape[-1]
-    ):
-        raise ValueError(
-            "Invalid value for argument `y_true`. Expected the shape of "
-            f"y_pred {pred_shape}. Received: y_true.shape={true_shape}"
-        )
-    if num_classes is not None and pred_shape[-1] not in (None, num_classes):
-        raise ValueError(
-            "Invalid value for argument `y_pred`. Expected "
-            f"num_classes={num_classes} columns. Received: "
-            f"y_pred.shape={pred_shape}"
-        )
+expose_settings(
+    ClassAwareSelectiveLoss,
+    SelectiveLossSettings,
+    (
+        ("num_classes", None),
+        ("prior", None),
+        ("reduction", "sum_over_batch_size"),
+        ("name", "class_aware_selective_loss"),
+        ("dtype", None),
+    ),
+)

@@ -21,6 +21,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_csl.losses import targets as target_checks
+
 logger = logging.getLogger(__name__)
 
 AVERAGES = ("macro", "weighted")
@@ -207,6 +209,16 @@ class PartialMeanAveragePrecision(keras.metrics.Metric):
     `sample_weight`, if given, only masks: an entry with weight 0 is treated
     as un-annotated; other weights are not used.
 
+    Bad input, as for the losses: targets other than 1, 0, -1 (NaN, 0.5,
+    2) and a `y_true` whose rows differ from `y_pred`'s (10 predictions
+    against 9 target rows, or a `(1, C)` target) raise a `ValueError` from
+    `update_state` when run eagerly or when shapes are known while
+    tracing, and `tf.errors.InvalidArgumentError` in a TensorFlow graph
+    (`evaluate` without XLA). Under XLA or `jax.jit`, where nothing can
+    raise at run time, the batch is counted: `result()` is then NaN inside
+    compiled steps and raises a `ValueError` when computed eagerly, as
+    Keras does at the end of `evaluate` and of each epoch.
+
     Example:
 
     >>> metric = keras_csl.metrics.PartialMeanAveragePrecision(
@@ -230,9 +242,10 @@ class PartialMeanAveragePrecision(keras.metrics.Metric):
         dtype: dtype of the result; the computation is in float32.
 
     Raises:
-        ValueError: for an out-of-range argument; from `update_state`, when
-            used under a `tf.distribute` strategy other than the one it was
-            created in; from an eager `result()`, after an overflow.
+        ValueError: for an out-of-range argument; from `update_state`, for
+            bad targets or shapes, or when used under a `tf.distribute`
+            strategy other than the one it was created in; from an eager
+            `result()`, after an overflow or a batch counted as bad.
     """
 
     def __init__(
@@ -259,6 +272,12 @@ class PartialMeanAveragePrecision(keras.metrics.Metric):
             None if num_thresholds is None else int(num_thresholds)
         )
 
+        # Batches with bad targets or mismatched rows seen where
+        # update_state could not raise (XLA, jax.jit): result() is NaN.
+        self.rejected_batches = self.add_variable(
+            shape=(), initializer="zeros", dtype="float32",
+            aggregation="sum", name="rejected_batches",
+        )
         if self.num_thresholds is not None:
             shape = (self.num_classes, self.num_thresholds)
             self.positive_counts = self.add_variable(
@@ -298,13 +317,32 @@ class PartialMeanAveragePrecision(keras.metrics.Metric):
         )
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        y_true = ops.cast(ops.convert_to_tensor(y_true), "float32")
-        y_pred = ops.cast(ops.convert_to_tensor(y_pred), "float32")
-        _check_shapes(y_true, y_pred, self.num_classes)
+        y_true = ops.convert_to_tensor(y_true)
+        y_pred = ops.convert_to_tensor(y_pred)
+        caller = type(self).__name__
+        target_checks.check_static_shapes(
+            y_true, y_pred, caller, self.num_classes
+        )
+        y_true, rows_ok = target_checks.check_rows(y_true, y_pred, caller)
+        y_true = ops.cast(y_true, "float32")
+        y_pred = ops.cast(y_pred, "float32")
+        positive = ops.equal(y_true, 1.0)
+        unannotated = ops.equal(y_true, -1.0)
+        valid = ops.logical_or(
+            ops.logical_or(positive, unannotated), ops.equal(y_true, 0.0)
+        )
+        values_ok = target_checks.check_values(
+            y_true, valid, target_checks.PARTIAL_TARGETS, caller
+        )
+        rejected = target_checks.nan_unless(rows_ok, values_ok)
+        if rejected is not None:  # Traced: count instead of raising.
+            self.rejected_batches.assign_add(
+                ops.cast(ops.isnan(rejected), "float32")
+            )
         codes = ops.where(
-            y_true > 0.5,
+            positive,
             float(_POSITIVE),
-            ops.where(y_true < -0.5, float(_UNANNOTATED), float(_NEGATIVE)),
+            ops.where(unannotated, float(_UNANNOTATED), float(_NEGATIVE)),
         )
         if sample_weight is not None:
             weight = ops.cast(ops.convert_to_tensor(sample_weight), "float32")
@@ -388,7 +426,7 @@ class PartialMeanAveragePrecision(keras.metrics.Metric):
             # Keras traces update_state once in the cross-replica context to
             # build the metrics (nothing is written then); an eager update
             # there would mix the replicas' rows.
-            if num_replicas > 1 and _is_concrete(None):
+            if num_replicas > 1 and target_checks.is_concrete(None):
                 raise ValueError(
                     f"PartialMeanAveragePrecision '{self.name}': update_state "
                     "was called in a cross-replica context; call it inside "
@@ -419,6 +457,22 @@ class PartialMeanAveragePrecision(keras.metrics.Metric):
 
     def _per_class_ap(self):
         """Per-class AP in percent (NaN if undefined) and positive counts."""
+        rejected = ops.convert_to_tensor(self.rejected_batches)
+        if target_checks.is_concrete(rejected) and float(
+            ops.convert_to_numpy(rejected)
+        ):
+            raise ValueError(
+                f"PartialMeanAveragePrecision '{self.name}' was updated with "
+                f"{int(ops.convert_to_numpy(rejected))} batch(es) whose "
+                "targets were not all 1, 0 or -1, or whose y_true and y_pred "
+                "had different numbers of rows (where update_state cannot "
+                "raise: XLA, jax.jit): its value is undefined. Missing labels "
+                "are -1 (pandas writes them as NaN)."
+            )
+        per_class_ap, positives = self._per_class_ap_of_state()
+        return ops.where(rejected > 0, float("nan"), per_class_ap), positives
+
+    def _per_class_ap_of_state(self):
         if self.num_thresholds is not None:
             per_class_ap, positives = _histogram_average_precision(
                 self.positive_counts.value, self.negative_counts.value
@@ -428,7 +482,7 @@ class PartialMeanAveragePrecision(keras.metrics.Metric):
             )
             return per_class_ap * 100.0, positives
         overflow = ops.convert_to_tensor(self.overflow)
-        if _is_concrete(overflow) and float(ops.convert_to_numpy(overflow)):
+        if target_checks.is_concrete(overflow) and float(ops.convert_to_numpy(overflow)):
             stored = int(ops.convert_to_numpy(self.row_count))
             raise ValueError(
                 f"PartialMeanAveragePrecision '{self.name}' received more "
@@ -562,22 +616,6 @@ def _histogram_average_precision(positive_counts, negative_counts):
     return ops.where(defined, average_precision, float("nan")), positives
 
 
-def _check_shapes(y_true, y_pred, num_classes):
-    pred_shape = tuple(y_pred.shape)
-    true_shape = tuple(y_true.shape)
-    if len(pred_shape) != 2 or pred_shape[-1] not in (None, num_classes):
-        raise ValueError(
-            "Invalid value for argument `y_pred`. Expected shape "
-            f"[batch, {num_classes}] (num_classes). Received: "
-            f"y_pred.shape={pred_shape}"
-        )
-    if len(true_shape) != 2 or true_shape[-1] not in (None, num_classes):
-        raise ValueError(
-            "Invalid value for argument `y_true`. Expected the shape of "
-            f"y_pred {pred_shape}. Received: y_true.shape={true_shape}"
-        )
-
-
 def _check_positive_int(value, argument, minimum):
     if (
         not isinstance(value, (int, np.integer))
@@ -588,20 +626,6 @@ def _check_positive_int(value, argument, minimum):
             f"Invalid value for argument `{argument}`. Expected an integer "
             f">= {minimum}. Received: {argument}={value!r}"
         )
-
-
-def _is_concrete(tensor):
-    """Whether `tensor` has a value now (eager), not a traced placeholder."""
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return tf.executing_eagerly()
-    if backend == "jax":
-        import jax
-
-        return not isinstance(tensor, jax.core.Tracer)
-    return True
 
 
 # TensorFlow-only helpers, imported lazily: the rest of this module runs on

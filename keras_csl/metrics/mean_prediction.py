@@ -23,17 +23,21 @@ class MeanPrediction(keras.metrics.Metric):
     Example:
 
     >>> metric = keras_csl.metrics.MeanPrediction(2, from_logits=False)
-    >>> metric.update_state([[1, -1], [0, 1]], [[0.2, 0.9], [0.4, 0.7]])
+    >>> metric.update_state([[1, -1], [0, 1]], [[0.25, 0.75], [0.5, 0.75]])
     >>> metric.class_means()
-    array([0.3, 0.8], dtype=float32)
-    >>> float(metric.result())
-    1.1...
+    array([0.375, 0.75 ], dtype=float32)
+    >>> float(metric.result())  # 0.375 + 0.75
+    1.125
 
     Args:
         num_classes: number of classes.
         from_logits: whether `y_pred` are logits (default).
         name: name of the metric.
         dtype: dtype of the result.
+
+    Raises:
+        ValueError: for a bad `num_classes`; from `update_state`, for
+            predictions that are not `[batch, num_classes]`.
     """
 
     def __init__(
@@ -60,7 +64,14 @@ class MeanPrediction(keras.metrics.Metric):
         )
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        y_pred = ops.cast(y_pred, "float32")
+        y_pred = ops.cast(ops.convert_to_tensor(y_pred), "float32")
+        shape = tuple(y_pred.shape)
+        if len(shape) != 2 or shape[-1] not in (None, self.num_classes):
+            raise ValueError(
+                f"Invalid value for argument `y_pred` of MeanPrediction "
+                f"'{self.name}'. Expected shape [batch, {self.num_classes}] "
+                f"(num_classes). Received: y_pred.shape={shape}"
+            )
         probabilities = ops.sigmoid(y_pred) if self.from_logits else y_pred
         if sample_weight is None:
             self.total.assign_add(ops.sum(probabilities, axis=0))

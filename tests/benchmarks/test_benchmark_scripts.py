@@ -2,9 +2,11 @@
 
 No timing is asserted (these machines are shared and noisy); the tests check
 that each script's pieces run, return what the tables read, that failures
-give a non-zero exit status, and that the PyTorch re-implementation of the
+give a non-zero exit status, that the PyTorch re-implementation of the
 authors' loss in `gpu_check.py` computes the same function as the
-independent NumPy reference.
+independent NumPy reference, and that `--authors_loss` loads a file of the
+authors' interface (a stand-in written here; with `CSL_AUTHORS_LOSS`
+pointing at their real file, the reference is checked against it too).
 """
 
 import importlib.util
@@ -35,6 +37,9 @@ def load_script(name):
 
 
 # loss_speed and metric_error define their flags at import: load them once.
+sys.path.insert(0, str(BENCHMARKS))  # authors_loss, as the scripts see it.
+import authors_loss  # noqa: E402
+
 loss_speed = load_script("loss_speed")
 metric_error = load_script("metric_error")
 training_speed = load_script("training_speed")
@@ -80,11 +85,76 @@ def test_sweep_table_reads_entries_and_ms_per_thousand():
 
 
 def test_time_tensorflow_graph_only():
-    results = loss_speed._time_tensorflow([(4, 30)], repeats=1, modes=("graph",))
+    results, checks = loss_speed._time_tensorflow([(4, 30)], repeats=2, modes=("graph",))
     assert {(r["backend"], r["loss"]) for r in results} == {
-        ("tensorflow-graph", "csl"), ("tensorflow-graph", "bce")
+        ("tensorflow-graph", name) for name in ("csl", "csl_unchecked", "bce", "bce_lean")
     }
-    assert all(r["ms"] > 0 for r in results)
+    assert all(r["ms"] > 0 and len(r["rounds"]) == 2 for r in results)
+    assert checks == []  # No authors' file given.
+
+
+def test_timed_losses_compute_what_they_say():
+    """The unchecked CSL equals the CSL; the one-exp BCE equals Keras's."""
+    import keras
+
+    targets, logits, prior = loss_speed._inputs(6, 50)
+    losses = loss_speed._losses(targets, prior)
+    value = {
+        name: float(keras.ops.convert_to_numpy(loss(labels, logits)))
+        for name, (loss, labels) in losses.items()
+    }
+    assert value["csl_unchecked"] == pytest.approx(value["csl"], rel=1e-6)
+    assert value["bce_lean"] == pytest.approx(value["bce"], rel=1e-5)
+
+
+def test_transcendental_count_reads_hlo():
+    hlo = (
+        "%a = f32[4]{0} exponential(f32[4]{0} %x)\n"
+        "%b = f32[4]{0} log-plus-one(f32[4]{0} %a)\n"
+        "%c = f32[4]{0} log(f32[4]{0} %b)\n"
+        "%d = f32[4]{0} logistic(f32[4]{0} %c)\n"
+    )
+    assert loss_speed.count_transcendentals(hlo) == 3
+    rows = [dict(backend="jax-jit", shape="4x30", loss=name, ms=1.0, transcendentals=n)
+            for name, n in (("csl", 2), ("bce", 6))]
+    assert loss_speed.format_transcendentals(rows).splitlines()[-1] == (
+        "  jax-jit 4x30: CSL 2, BCE 6"
+    )
+    assert loss_speed.format_transcendentals(rows[:0]) == ""
+
+
+def test_jax_worker_counts_the_work_of_each_loss():
+    """Keras's BCE on JAX does 3x the exp/log work of CSL (why CSL can be faster)."""
+    pytest.importorskip("jax")
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "loss_speed.py"), "--backends=jax",
+         "--repeats=1", "--shapes=4x300"],
+        env=_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "jax-jit 4x300: CSL 2, no-check 2, BCE 6, BCE 1exp 2" in result.stdout
+
+
+def test_alternating_rounds_rotate_the_order():
+    calls = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in "abc"}
+    rounds = loss_speed.alternating_rounds(fns, repeats=3)
+    assert calls[6:] == list("abc" "bca" "cab")  # After two warm-up calls each.
+    assert {k: len(v) for k, v in rounds.items()} == {"a": 3, "b": 3, "c": 3}
+
+
+def test_table_ratios_are_medians_of_per_round_ratios():
+    rows = [
+        dict(backend="jax-jit", shape="4x30", loss=name, ms=float(np.median(r)), rounds=r)
+        for name, r in (("csl", [2.0, 4.0, 3.0]), ("csl_unchecked", [1.0, 4.0, 2.0]),
+                        ("bce", [1.0, 1.0, 1.0]), ("authors", [20.0, 30.0, 40.0]))
+    ]
+    line = loss_speed.format_table(rows).splitlines()[1].split()
+    # CSL 3, no-check 2, check % = median(2, 1, 1.5) - 1 = 50 %, BCE 1,
+    # CSL/BCE median(2, 4, 3) = 3, authors 30, authors/CSL median(10, 7.5, 13.3).
+    assert line == ["jax-jit", "4x30", "3.000", "2.000", "50.0", "1.000", "3.00",
+                    "30.000", "10.00"]
+    assert "BCE 1exp" not in loss_speed.format_table(rows)  # Not timed: no column.
 
 
 def test_sweep_command_line_runs():
@@ -105,9 +175,13 @@ def test_sweep_command_line_runs():
 
 def test_worker_outcome_tells_results_skips_and_failures():
     rows = [dict(backend="jax-jit", shape="4x30", loss="csl", ms=1.0)]
+    value = dict(rows=rows, checks=[], info={})
     assert loss_speed.worker_outcome(
-        0, "noise\nRESULTS " + json.dumps(rows) + "\n", ""
-    ) == ("results", rows)
+        0, "noise\nRESULTS " + json.dumps(value) + "\n", ""
+    ) == ("results", value)
+    assert loss_speed.worker_outcome(0, "RESULTS " + json.dumps(rows), "") == (
+        "results", value
+    )
     assert loss_speed.worker_outcome(0, "SKIPPED jax is not installed (x)\n", "") == (
         "skipped", "jax is not installed (x)"
     )
@@ -150,6 +224,126 @@ def test_crashed_worker_fails_the_command_line():
     assert result.returncode == 1, result.stderr[-2000:]
     assert "skipped" not in result.stdout
     assert "FAILED: tensorflow: exit status 1: ValueError" in result.stderr
+
+
+# A stand-in for the authors' partial_asymmetric_loss.py (their repository
+# cannot be vendored): the same interface and the same CUDA assumptions
+# (`torch.device('cuda')`, `.cuda()`, `import pandas`), computing the loss
+# with gpu_check's PyTorch re-implementation.
+STAND_IN = """
+import importlib.util
+import torch
+import pandas as pd  # Unused, as in theirs apart from reading a CSV.
+from torch import nn as nn
+
+spec = importlib.util.spec_from_file_location("gpu_check_for_stand_in", {gpu_check!r})
+gpu_check = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(gpu_check)
+
+
+class PartialSelectiveLoss(nn.Module):
+    def __init__(self, args):
+        super().__init__()
+        self.args = args
+
+    def forward(self, logits, targets):
+        a = self.args
+        weights = torch.ones(targets.shape, device=torch.device('cuda'))
+        prior = torch.tensor(list(self.prior_classes.values())).cuda()
+        assert type(prior) is torch.Tensor and weights.device == logits.device
+        return {scale} * gpu_check.torch_partial_selective_loss(
+            logits, targets, prior, gamma_pos=a.gamma_pos, gamma_neg=a.gamma_neg,
+            gamma_unannotated=a.gamma_unann, alpha_pos=a.alpha_pos,
+            alpha_neg=a.alpha_neg, alpha_unannotated=a.alpha_unann, clip=a.clip,
+            likelihood_topk=a.likelihood_topk, prior_threshold=a.prior_threshold,
+        ) * weights.mean()
+"""
+
+
+def write_stand_in(folder, scale=1.0):
+    path = folder / "stand_in_partial_asymmetric_loss.py"
+    path.write_text(STAND_IN.format(gpu_check=str(BENCHMARKS / "gpu_check.py"), scale=scale))
+    return path
+
+
+def test_authors_loss_plumbing_with_a_stand_in(tmp_path):
+    pytest.importorskip("torch")
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "loss_speed.py"), "--backends=tensorflow",
+         "--tf_modes=graph", "--repeats=1", "--shapes=4x30",
+         f"--authors_loss={write_stand_in(tmp_path)}"],
+        env=_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    header, row = result.stdout.splitlines()[:2]
+    assert header.split()[-2:] == ["ms", "authors/CSL"] and "authors ms" in header
+    assert row.split()[:2] == ["tensorflow-graph", "4x30"]
+    assert "stand_in_partial_asymmetric_loss.py" in result.stdout
+    assert "tensorflow 4x30: value and gradient agree with ours" in result.stdout
+
+
+def test_authors_loss_mismatch_fails(tmp_path):
+    pytest.importorskip("torch")
+    authors = authors_loss.AuthorsLoss(str(write_stand_in(tmp_path, scale=1.01)))
+    targets, logits, prior = loss_speed._inputs(4, 30)
+    ours = authors_loss.our_sum_and_gradient(targets, logits, prior)
+    with pytest.raises(ValueError, match=r"differ at \(4, 30\).*value 9\.9e-03"):
+        authors.check(targets, logits, prior, *ours)
+    exact = authors_loss.AuthorsLoss(str(write_stand_in(tmp_path)))
+    errors = exact.check(targets, logits, prior, *ours)
+    assert errors["value_error"] < 1e-6 and errors["grad_error"] < 1e-6
+
+
+def test_authors_loss_flag_names_a_missing_file(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "loss_speed.py"),
+         f"--authors_loss={tmp_path / 'absent.py'}"],
+        env=_env(), capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0
+    assert "Invalid value for --authors_loss" in result.stderr
+    assert "absent.py" in result.stderr
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "loss_speed.py"), "--threads=2"],
+        env=_env(), capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0 and "Invalid value for --threads" in result.stderr
+
+
+def test_single_thread_run_says_so():
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "loss_speed.py"), "--backends=tensorflow",
+         "--tf_modes=graph", "--repeats=1", "--shapes=4x30", "--threads=1"],
+        env=_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "tensorflow threads: TensorFlow intra-op 1, inter-op 1" in result.stdout
+
+
+@pytest.mark.skipif(
+    not os.environ.get("CSL_AUTHORS_LOSS"),
+    reason="set CSL_AUTHORS_LOSS to the authors' partial_asymmetric_loss.py",
+)
+def test_reference_matches_the_authors_file():
+    """Opt-in: the NumPy reference against the authors' own, unmodified file."""
+    torch = pytest.importorskip("torch")
+    module = authors_loss.load_module(os.environ["CSL_AUTHORS_LOSS"])
+    rng = np.random.default_rng(3)
+    targets, logits = random_partial_batch(rng, 16, 300)
+    prior = (0.3 * rng.random(300)).astype("float32")
+    for options in (
+        dict(), dict(prior_threshold=0.0), dict(clip=0.05, gamma_neg=4.0),
+        dict(mode="ignore"), dict(mode="negative"),
+        dict(gamma_unannotated=4.0, alpha_unannotated=0.5, likelihood_topk=1),
+    ):
+        criterion = authors_loss.make_criterion(module, prior, **options)
+        x = torch.tensor(logits, requires_grad=True)
+        value = criterion(x, torch.tensor(targets))
+        value.backward()
+        expected = csl_reference(targets, logits, prior=prior, **options).sum()
+        gradient = csl_reference(targets, logits, prior=prior, return_gradient=True, **options)
+        np.testing.assert_allclose(value.item(), expected, rtol=1e-5)
+        np.testing.assert_allclose(x.grad.numpy(), gradient, rtol=1e-4, atol=1e-6)
 
 
 # ---------------------------------------------------------- training_speed
@@ -255,6 +449,11 @@ def test_gpu_check_report_problems_name_the_mismatch():
     assert gpu_check.report_problems(dict(training=[])) == []
     (problem,) = gpu_check.report_problems(dict(loss=rows))
     assert "64x9605" in problem and "2.0e-03 (limit 1e-04)" in problem
+    assert "lean PyTorch loss" in problem
+    rows[1].update(value_relative_error=1e-7, file_value_relative_error=1e-7,
+                   file_grad_relative_error=0.5)
+    (problem,) = gpu_check.report_problems(dict(loss=rows))
+    assert "the authors' file" in problem and "gradient 5.0e-01" in problem
 
 
 @pytest.mark.slow
@@ -272,7 +471,7 @@ def test_gpu_check_runs_on_jax_without_tensorflow(tmp_path):
          "--loss_shapes=4x30,8x600", "--loss_calls=2", "--loss_rounds=1",
          "--train_batch=2", "--train_image_size=32", "--train_classes=5",
          "--train_steps=1", "--train_rounds=1", "--torch_warmup=1",
-         f"--output_json={output}"],
+         f"--output_json={output}", f"--authors_loss={write_stand_in(tmp_path)}"],
         env=_env(KERAS_BACKEND="jax", OUT=""), capture_output=True, text=True,
         timeout=600,
     )
@@ -281,10 +480,12 @@ def test_gpu_check_runs_on_jax_without_tensorflow(tmp_path):
     assert report["device"]["keras_backend"] == "jax"
     assert [r["shape"] for r in report["loss"]] == ["4x30", "8x600"]
     assert all(r["ok"] for r in report["loss"]), report["loss"]
+    for row in report["loss"]:
+        assert row["authors_file_ms"] > 0 and row["file_value_relative_error"] < 1e-5
     names = [r["implementation"] for r in report["training"]]
     assert names[:3] == [
         "keras jax fit, CSL", "keras jax fit, BCE",
-        "torch keras_layout, authors' loss",
+        "torch keras_layout, lean authors' loss",
     ]
     assert report["training"][0]["images_per_s"] > 0
     # The table comes last, with the device.

@@ -113,16 +113,19 @@ class TestHandChecked:
 
     def test_asymmetric_loss(self):
         loss = keras_csl.AsymmetricLoss(reduction=None)
-        # Defaults gamma_pos 1, gamma_neg 4, clip 0.05; targets -1 count as 0.
-        # Row 0: pos p=1/2 -> (1/2) ln2; neg p=3/4 -> 0.7^4 * -ln 0.3;
-        # p=1/4 -> 0.2^4 * -ln 0.8; p=1/2 -> 0.45^4 * -ln 0.55.
+        # Defaults gamma_pos 1, gamma_neg 4, clip 0.05; ASL takes 1 and 0.
+        # Row 0 [1, 0, 0, 0]: pos p=1/2 -> (1/2) ln2; neg p=3/4 ->
+        # 0.7^4 * -ln 0.3; p=1/4 -> 0.2^4 * -ln 0.8; p=1/2 -> 0.45^4 * -ln 0.55.
         row0 = (
             0.5 * LN2
             - 0.7**4 * math.log(0.3)
             - 0.2**4 * math.log(0.8)
             - 0.45**4 * math.log(0.55)
         )
-        np.testing.assert_allclose(loss_values(loss)[0], row0, rtol=1e-6)
+        full_labels = np.where(TARGETS == -1, 0.0, TARGETS)
+        np.testing.assert_allclose(
+            loss_values(loss, y_true=full_labels)[0], row0, rtol=1e-6
+        )
 
 
 class TestKerasGrid:
@@ -207,6 +210,8 @@ SETTINGS = [
     dict(mode="selective", likelihood_topk=5),
     dict(mode="selective", likelihood_topk=2, likelihood_scope="sample"),
     dict(mode="selective", likelihood_topk=5, prior=True, prior_threshold=0.3),
+    # The authors' `if args.prior_threshold:`: 0 turns the prior rule off.
+    dict(mode="selective", likelihood_topk=2, prior=True, prior_threshold=0.0),
     dict(mode="selective", likelihood_topk=3, likelihood_scope="sample", prior=True, clip=0.05),
     dict(mode="negative", clip=0.05, gamma_pos=1.0, gamma_neg=4.0, gamma_unannotated=4.0),
     dict(

@@ -349,7 +349,7 @@ def test_nan_score_makes_its_class_nan(num_thresholds):
 
 def test_metric_rejects_wrong_shapes():
     metric = PartialMeanAveragePrecision(3)
-    with pytest.raises(ValueError, match=r"Expected shape \[batch, 3\]"):
+    with pytest.raises(ValueError, match=r"Expected num_classes=3 columns"):
         metric.update_state([[1, 0]], [[0.1, 0.2]])
     with pytest.raises(ValueError, match="argument `y_true`"):
         metric.update_state([1, 0, 1], [[0.1, 0.2, 0.3]])
