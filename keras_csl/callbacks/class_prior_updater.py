@@ -147,7 +147,7 @@ class ClassPriorUpdater(keras.callbacks.Callback):
         if prior is not None and logs is not None:
             # How many classes the class-aware rule keeps out of the loss.
             logs["prior_above_threshold"] = int(
-                (prior > self.loss.prior_threshold).sum()
+                self.loss.excluded_classes(prior).sum()
             )
 
     def _update(self, epoch):
@@ -207,11 +207,13 @@ class ClassPriorUpdater(keras.callbacks.Callback):
 
     def _report(self, epoch, estimate):
         threshold = self.loss.prior_threshold
-        excluded = int((estimate > threshold).sum())
+        # 0 when the class-aware rule is off (prior_threshold=0, as the
+        # authors' `if args.prior_threshold:`).
+        excluded = int(self.loss.excluded_classes(estimate).sum())
         top = priors.top_classes(estimate, self.log_top_k, self._names())
         logger.info(
-            "Epoch %d: class prior updated; %d of %d classes above the "
-            "threshold %.3g. Most frequent: %s",
+            "Epoch %d: class prior updated; %d of %d classes left out by the "
+            "class-aware rule (threshold %.3g). Most frequent: %s",
             epoch + 1,
             excluded,
             len(estimate),

@@ -80,9 +80,12 @@ def initial_prior(config, num_classes):
         values = priors.read_prior_csv(config.prior, class_ids=class_ids)
     else:
         values = priors.read_prior_csv(config.prior, num_classes=num_classes)
-    logger.info("Class prior read from %s: %d of %d classes above %.3g.",
-                config.prior, int((values > config.loss["prior_threshold"]).sum()),
-                num_classes, config.loss["prior_threshold"])
+    threshold = config.loss["prior_threshold"]
+    # prior_threshold=0 turns the class-aware rule off (the authors' code).
+    excluded = int((values > threshold).sum()) if threshold > 0 else 0
+    logger.info("Class prior read from %s: %d of %d classes left out by the "
+                "class-aware rule (threshold %.3g).", config.prior, excluded,
+                num_classes, threshold)
     return values
 
 

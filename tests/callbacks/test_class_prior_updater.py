@@ -103,6 +103,22 @@ def test_logs_how_many_classes_the_prior_excludes():
     assert history.history["prior_above_threshold"] == [int((loss.prior > 0.5).sum())]
 
 
+def test_threshold_zero_turns_the_class_aware_rule_off_in_the_logs():
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(4, bias_initializer="ones")(inputs))
+    loss = keras_csl.ClassAwareSelectiveLoss(
+        num_classes=4, likelihood_topk=0, prior_threshold=0.0)
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss=loss,
+                  metrics=[keras_csl.metrics.MeanPrediction(4)])
+    x, y = data()
+    updater = keras_csl.callbacks.ClassPriorUpdater(loss, warmup_epochs=0)
+    history = model.fit(x, y, batch_size=8, epochs=1, callbacks=[updater], verbose=0)
+    # Biases of 1: every class has a prior near sigmoid(1) = 0.73 > 0, yet
+    # the authors' `if args.prior_threshold:` leaves no class out at 0.
+    assert (loss.prior > 0.3).all()
+    assert history.history["prior_above_threshold"] == [0]
+
+
 def test_resets_between_fits():
     model, loss = build()
     x, y = data()
