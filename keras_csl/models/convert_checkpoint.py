@@ -21,10 +21,10 @@ The preprocessing in the card, by the checkpoint's layout:
 - the authors' checkpoints get their `infer.py`'s: `PIL.Image.open(path)
   .resize((S, S))` then `/255`, i.e. `resize_mode="squash"`,
   `resize_method="pillow_bicubic"` and `jpeg_downscale=False` (a full
-  decode: on the 53 COCO photos of `../shared/data/coco-sample` at 224 px,
-  the pixels are then within 0.001 grey levels of Pillow's on average,
-  against 2.2 with JPEGs decoded at reduced scale first;
-  `benchmarks/resize_fidelity.py`);
+  decode: on the 53 COCO photos of `../shared/data/coco-sample` at 224 px
+  the pixels then differ from Pillow's by 0.0002 grey levels on average,
+  against 2.2 with JPEGs decoded at reduced scale first and 2.8 with
+  keras-csl's default preprocessing; `benchmarks/resize_fidelity.py`);
 - timm's weights (ImageNet backbones, to fine-tune) get keras-csl's
   defaults, `"squash"`, `"bilinear"`, `jpeg_downscale=True`: timm's own
   evaluation transform (bilinear resize of the shorter side to 256, centre
