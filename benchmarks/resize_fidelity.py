@@ -23,7 +23,11 @@ and, for the pixel table only, two steps on the way (not card settings):
 `tf.image.resize(..., "bicubic", antialias=True)` in float: the obvious
 TensorFlow version of Pillow's resize) and `pillow_bicubic_fast_idct`
 (`pillow_bicubic`'s resize after the fast IDCT): what the accurate IDCT
-and the rounded passes each buy.
+and the rounded passes each buy; and, for scale, `pillow_bilinear`:
+Pillow's own `resize((S, S), BILINEAR)`, what torchvision's
+`Resize((S, S))` gives, the authors' COCO training and validation
+transform (`src/helper_functions/get_data.py`), against their demo's
+bicubic.
 
 Pixel table, per way: the mean absolute difference from Pillow's pixels in
 grey levels (0-255; averaged over the photos, and the worst photo), the
@@ -41,9 +45,10 @@ processes hits neighbouring measurements alike), and the CPU time per
 image of this process, which other processes disturb less than wall time.
 On a shared machine read the ratios and the CPU times, not the images/s.
 
-Expected time with the defaults: about 2 minutes on 2 idle cores (an
-estimate from the smoke run on a loaded machine; not yet timed on a quiet
-one). Prints a note and exits 0 when ../shared/data/coco-sample is absent.
+Expected time with the defaults: 75 s on the shared 2-core machine
+(load average 2-4; `--images=64 --rounds=1` took 18 s there); not yet
+timed on a quiet one. Prints a note and exits 0 when
+../shared/data/coco-sample is absent.
 """
 
 import io
@@ -67,7 +72,7 @@ WAYS = {
     "pillow_bicubic": dict(method="pillow_bicubic", jpeg_downscale=False),
     "pillow_bicubic+downscale": dict(method="pillow_bicubic", jpeg_downscale=True),
 }
-STEPS = ("tf_bicubic_aa", "pillow_bicubic_fast_idct")
+STEPS = ("tf_bicubic_aa", "pillow_bicubic_fast_idct", "pillow_bilinear")
 BASELINE = "bilinear+downscale"
 PILLOW = "pillow (1 thread)"
 
@@ -105,6 +110,7 @@ def pillow_pixels(data, size):
 
 def way_fn(name, size):
     """The function from JPEG bytes to float32 `[S, S, 3]` of a way or step."""
+    import numpy as np
     import tensorflow as tf
 
     from keras_csl.data import preprocessing
@@ -122,6 +128,14 @@ def way_fn(name, size):
         return lambda data: preprocessing.resize_image(
             preprocessing.decode_image(data), size, method="pillow_bicubic"
         )
+    if name == "pillow_bilinear":
+        from PIL import Image
+
+        def bilinear(data):
+            image = Image.open(io.BytesIO(bytes(data))).convert("RGB")
+            return np.asarray(image.resize((size, size), Image.BILINEAR), np.float32)
+
+        return bilinear
     raise ValueError(f"Unknown way {name!r}: expected one of {list(WAYS) + list(STEPS)}")
 
 

@@ -50,8 +50,9 @@ Resize methods (`RESIZE_METHODS`), how the resized pixels are computed:
   at 224 px it differs from Pillow's pixels by 0.0002 grey levels on
   average and by at most 2 (in 0.02% of the values), against 2.8 on
   average for `"bilinear"` with `jpeg_downscale`; it takes about twice the
-  CPU time per image of that default, about as much as Pillow itself
-  (`benchmarks/resize_fidelity.py`, docs/PIPELINE.md).
+  CPU time per image of that default (side by side on a shared 2-core
+  machine), about as much as Pillow itself (`benchmarks/resize_fidelity.py`,
+  docs/PIPELINE.md).
 """
 
 import math
@@ -248,7 +249,7 @@ def pillow_bicubic_resize(image, size):
     along the first axis of an image reshaped to `[H, 1, W * C]` (the
     horizontal pass transposes first): resizing one axis of a `[H, W, C]`
     image directly also runs a 5-tap identity filter along the other axis,
-    which made the method more than twice as slow.
+    wasted work that the reshape avoids.
 
     Example:
 
