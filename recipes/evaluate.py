@@ -10,10 +10,10 @@ or with a `.keras` file (or a training run folder, its `best.keras`):
         --data='data/coco/val-*.tfrecord' --output_dir=eval/coco
 
 The classes, image size and preprocessing come from the model card; for a
-`.keras` model `--classes_csv`, `--resize_mode`, `--[no]jpeg_downscale` and
-`--[no]from_logits` override it. Images are decoded and resized with those
-settings by the training pipeline (`keras_csl.data.make_dataset`,
-evaluation mode). A label overlay is checked as training checks it.
+`.keras` model `--classes_csv`, `--resize_mode`, `--resize_method`,
+`--[no]jpeg_downscale` and `--[no]from_logits` override it. Images are
+decoded and resized with those settings by the training pipeline
+(`keras_csl.data.make_dataset`, evaluation mode). A label overlay is checked as training checks it.
 
 Metrics (percent): `partial_map` over the annotated entries of the labels
 (those of `--label_overlay` where given, else of the TFRecords), and
@@ -44,6 +44,8 @@ FLAGS = flags.FLAGS
 
 def define_flags():
     """Defines the command-line flags (only when run as a script)."""
+    from keras_csl.models.card import RESIZE_METHODS
+
     flags.DEFINE_string("export_dir", None, "A serving export (base path or version).")
     flags.DEFINE_string(
         "model", None, "A .keras file, a training run folder or a SavedModel folder."
@@ -64,6 +66,11 @@ def define_flags():
     flags.DEFINE_enum(
         "resize_mode", None, ["squash", "pad", "crop"],
         "Override, for a .keras model: the card's resize mode.",
+    )
+    flags.DEFINE_enum(
+        "resize_method", None, list(RESIZE_METHODS),
+        "Override, for a .keras model: how the resized pixels are computed "
+        "(default: the card's; pillow_bicubic: Pillow's default resize).",
     )
     flags.DEFINE_bool(
         "jpeg_downscale", None,
@@ -106,6 +113,7 @@ def main(argv):
         num_thresholds=FLAGS.num_thresholds,
         jpeg_downscale=FLAGS.jpeg_downscale,
         from_logits=FLAGS.from_logits,
+        resize_method=FLAGS.resize_method,
         check_shards=FLAGS.check_shards,
     )
     print(json.dumps({k: v for k, v in result.items() if k != "per_class"}))

@@ -12,7 +12,8 @@ EMA weights at the best epoch, as `best.json` says):
         [--top_k=10] [--version=3]
 
 Flags override the card (and the log says so): `--classes_csv`,
-`--resize_mode`, `--[no]jpeg_downscale`, `--[no]from_logits`. A model saved
+`--resize_mode`, `--resize_method`, `--[no]jpeg_downscale`,
+`--[no]from_logits`. A model saved
 before keras-csl wrote model cards takes them from its training run folder
 (`config.json`, the `classes.csv` next to its `train_files`), with a
 warning; with no run folder either, the defaults (classes named by index,
@@ -36,6 +37,8 @@ FLAGS = flags.FLAGS
 
 def define_flags():
     """Defines the command-line flags (only when run as a script)."""
+    from keras_csl.models.card import RESIZE_METHODS
+
     flags.DEFINE_string("model", None, "A .keras model file (or a run folder).")
     flags.DEFINE_string("run_dir", None, "A training run folder (uses best.keras).")
     flags.DEFINE_string("export_dir", None, "TF Serving model base path.")
@@ -49,6 +52,11 @@ def define_flags():
     flags.DEFINE_enum(
         "resize_mode", None, ["squash", "pad", "crop"],
         "Override: resize mode (default: the model card's).",
+    )
+    flags.DEFINE_enum(
+        "resize_method", None, list(RESIZE_METHODS),
+        "Override: how the resized pixels are computed (default: the "
+        "card's; pillow_bicubic: Pillow's default resize).",
     )
     flags.DEFINE_bool(
         "jpeg_downscale", None,
@@ -80,6 +88,7 @@ def main(argv):
         resize_mode=FLAGS.resize_mode,
         jpeg_downscale=FLAGS.jpeg_downscale,
         from_logits=FLAGS.from_logits,
+        resize_method=FLAGS.resize_method,
     )
     print(json.dumps(dict(
         export=path, signatures=list(SIGNATURES), outputs=list(OUTPUT_KEYS)

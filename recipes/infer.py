@@ -10,9 +10,9 @@ or with a serving export (its latest version):
 
 The classes and the preprocessing come from the model card (inside the
 `.keras` file, or the export's `assets.extra/model_card.json`); for a
-`.keras` model, `--classes_csv`, `--resize_mode`, `--[no]jpeg_downscale` and
-`--[no]from_logits` override it. `--model` also takes a training run folder
-(its `best.keras`) or a SavedModel folder.
+`.keras` model, `--classes_csv`, `--resize_mode`, `--resize_method`,
+`--[no]jpeg_downscale` and `--[no]from_logits` override it. `--model` also
+takes a training run folder (its `best.keras`) or a SavedModel folder.
 
 `--images` takes files or folders (their JPEG, PNG, GIF and BMP files, not
 recursive) and may be repeated. A tag is a class whose probability is at
@@ -38,6 +38,8 @@ FLAGS = flags.FLAGS
 
 def define_flags():
     """Defines the command-line flags (only when run as a script)."""
+    from keras_csl.models.card import RESIZE_METHODS
+
     flags.DEFINE_string("export_dir", None, "A serving export (base path or version).")
     flags.DEFINE_string(
         "model", None, "A .keras file, a training run folder or a SavedModel folder."
@@ -53,6 +55,11 @@ def define_flags():
     flags.DEFINE_enum(
         "resize_mode", None, ["squash", "pad", "crop"],
         "Override, for a .keras model: the card's resize mode.",
+    )
+    flags.DEFINE_enum(
+        "resize_method", None, list(RESIZE_METHODS),
+        "Override, for a .keras model: how the resized pixels are computed "
+        "(default: the card's; pillow_bicubic: Pillow's default resize).",
     )
     flags.DEFINE_bool(
         "jpeg_downscale", None,
@@ -85,6 +92,7 @@ def main(argv):
         resize_mode=FLAGS.resize_mode,
         jpeg_downscale=FLAGS.jpeg_downscale,
         from_logits=FLAGS.from_logits,
+        resize_method=FLAGS.resize_method,
     )
     print(format_table(results))
 

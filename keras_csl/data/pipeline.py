@@ -91,6 +91,7 @@ def make_dataset(
     flip=True,
     resize_mode="squash",
     jpeg_downscale=True,
+    resize_method="bilinear",
     deterministic=False,
     seed=None,
     label_overlay=None,
@@ -158,6 +159,11 @@ def make_dataset(
         jpeg_downscale: decode large JPEGs at a reduced DCT scale
             (`preprocessing.decode_image`); keep the value the serving
             export uses.
+        resize_method: `"bilinear"` (default, fast) or `"pillow_bicubic"`
+            (the pixels of Pillow's default resize, as the CSL authors'
+            `infer.py`; pair it with `jpeg_downscale=False`); see
+            `keras_csl.data.preprocessing`. Keep the value the serving
+            export uses.
         deterministic: reproducible order and augmentation in training too
             (parallel stages then keep their order, which can be slower).
             Evaluation is always deterministic.
@@ -205,6 +211,12 @@ def make_dataset(
         raise ValueError(
             f"Invalid value for argument `resize_mode`. Expected one of "
             f"{preprocessing.RESIZE_MODES}. Received: resize_mode={resize_mode!r}"
+        )
+    if resize_method not in preprocessing.RESIZE_METHODS:
+        raise ValueError(
+            f"Invalid value for argument `resize_method`. Expected one of "
+            f"{preprocessing.RESIZE_METHODS}. Received: "
+            f"resize_method={resize_method!r}"
         )
     if seed is not None and (not isinstance(seed, (int, np.integer)) or seed < 0):
         raise ValueError(
@@ -290,7 +302,8 @@ def make_dataset(
     def load(serialized, augment_seed=None):
         decoded = features.decode_example(serialized, _READ_KEYS)
         image = preprocessing.preprocess_encoded(
-            decoded.pop(features.IMAGE_KEY), image_size, resize_mode, jpeg_downscale
+            decoded.pop(features.IMAGE_KEY), image_size, resize_mode, jpeg_downscale,
+            resize_method,
         )
         if augment_seed is not None:
             image = augment_lib.augment_image(

@@ -1,13 +1,14 @@
 """The model card an export or a predictor uses: the model's, then overrides.
 
 A keras-csl model carries its `ModelCard` (`keras_csl.models.card`): image
-size, resize mode, JPEG downscale, from-logits, class ids and names. Export
+size, resize mode and method, JPEG downscale, from-logits, class ids and
+names. Export
 and inference take every setting from it. A caller may still override a
 field (a command-line flag, an argument); each override that changes the
 card is logged, so the log says where every setting came from. A model
 without a card gets the documented defaults (classes named by index,
-`"squash"`, `jpeg_downscale=True`, `from_logits=True`) with a warning that
-names them, never silently.
+`"squash"`, `"bilinear"`, `jpeg_downscale=True`, `from_logits=True`) with a
+warning that names them, never silently.
 """
 
 import logging
@@ -20,7 +21,8 @@ logger = logging.getLogger(__name__)
 
 # The fields a caller may override, in the order they are reported.
 OVERRIDABLE = (
-    "class_ids", "display_names", "resize_mode", "jpeg_downscale", "from_logits"
+    "class_ids", "display_names", "resize_mode", "resize_method",
+    "jpeg_downscale", "from_logits",
 )
 
 
@@ -49,10 +51,11 @@ def default_card(num_classes, image_size, source):
     card = ModelCard(image_size=image_size, class_ids=index_class_ids(num_classes))
     logger.warning(
         "%s has no model card: using the defaults: classes named by index "
-        "(0-%d), resize_mode=%r, jpeg_downscale=%r, from_logits=%r. If "
-        "training used other settings, pass them (or give the model its card "
-        "with keras_csl.models.set_model_card).", source, num_classes - 1,
-        card.resize_mode, card.jpeg_downscale, card.from_logits,
+        "(0-%d), resize_mode=%r, jpeg_downscale=%r, from_logits=%r, "
+        "resize_method=%r. If training used other settings, pass them (or "
+        "give the model its card with keras_csl.models.set_model_card).",
+        source, num_classes - 1, card.resize_mode, card.jpeg_downscale,
+        card.from_logits, card.resize_method,
     )
     return card
 
@@ -67,10 +70,11 @@ def warn_if_placeholder(card, source, classes_given=False):
     if is_default_card(card) and not classes_given:
         logger.warning(
             "%s has only the placeholder model card of build_model: classes "
-            "named by index (0-%d), resize_mode=%r, jpeg_downscale=%r. Give "
-            "the model its card with keras_csl.models.set_model_card (or pass "
-            "the classes and settings of training).", source,
-            card.num_classes - 1, card.resize_mode, card.jpeg_downscale,
+            "named by index (0-%d), resize_mode=%r, jpeg_downscale=%r, "
+            "resize_method=%r. Give the model its card with "
+            "keras_csl.models.set_model_card (or pass the classes and "
+            "settings of training).", source, card.num_classes - 1,
+            card.resize_mode, card.jpeg_downscale, card.resize_method,
         )
 
 

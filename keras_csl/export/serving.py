@@ -11,8 +11,8 @@ expects under its `--model_base_path`:
         assets.extra/export_metadata.json   (versions, signatures, top_k)
 
 Everything the export needs comes from the model's card
-(`keras_csl.models.ModelCard`): image size, resize mode, JPEG downscale,
-from-logits, class ids and display names; arguments override it.
+(`keras_csl.models.ModelCard`): image size, resize mode and method, JPEG
+downscale, from-logits, class ids and display names; arguments override it.
 
 Two signatures (`SIGNATURES`):
 
@@ -103,14 +103,15 @@ def export_for_serving(
     jpeg_downscale=None,
     from_logits=None,
     card=None,
+    resize_method=None,
 ):
     """Writes `model` as a TF Serving SavedModel in `<export_dir>/<version>/`.
 
     The classes and the preprocessing come from the model's card
     (`keras_csl.models.get_model_card`, or `card`); an argument that is
     given overrides the card's field (logged). A model without a card gets
-    the documented defaults (classes named by index, `"squash"`, True,
-    True) with a warning. The card used is written to
+    the documented defaults (classes named by index, `"squash"`,
+    `"bilinear"`, True, True) with a warning. The card used is written to
     `assets.extra/model_card.json`, so a serving client can read it.
 
     The model is exported with the weights it holds now. A training run's
@@ -149,6 +150,8 @@ def export_for_serving(
         from_logits: whether the model outputs logits (sigmoid applied in
             the signature) or probabilities already; default: the card's.
         card: a `ModelCard` to use instead of the model's own.
+        resize_method: `"bilinear"` or `"pillow_bicubic"`; default: the
+            card's.
 
     Returns:
         The path of the version folder.
@@ -170,8 +173,8 @@ def export_for_serving(
         )
     card = cards.override_card(
         card, source, class_ids=class_ids, display_names=display_names,
-        resize_mode=resize_mode, jpeg_downscale=jpeg_downscale,
-        from_logits=from_logits,
+        resize_mode=resize_mode, resize_method=resize_method,
+        jpeg_downscale=jpeg_downscale, from_logits=from_logits,
     )
     card.check_model(model)
     if card.image_size != image_size:
@@ -234,8 +237,9 @@ def export_for_serving(
         if tf.io.gfile.exists(staging):
             tf.io.gfile.rmtree(staging)
     logger.info(
-        "Exported %s (%d classes, %d px, %s, top %d) for TF Serving to %s",
-        model.name, num_classes, image_size, card.resize_mode, k, path,
+        "Exported %s (%d classes, %d px, %s, %s, top %d) for TF Serving to %s",
+        model.name, num_classes, image_size, card.resize_mode,
+        card.resize_method, k, path,
     )
     return path
 
@@ -254,7 +258,8 @@ def _make_archive(model, card, k):
 
     def serve_bytes(image_bytes):
         images, indices, valid = signatures.decode_valid_images(
-            image_bytes, card.image_size, card.resize_mode, card.jpeg_downscale
+            image_bytes, card.image_size, card.resize_mode, card.jpeg_downscale,
+            card.resize_method,
         )
         probabilities = signatures.scatter_rows(
             probabilities_fn(images), indices, tf.shape(image_bytes)[0]

@@ -46,7 +46,10 @@ INVALID_INDEX = -1
 INVALID_STRING = ""
 
 
-def decode_valid_images(encoded, image_size, resize_mode="squash", jpeg_downscale=True):
+def decode_valid_images(
+    encoded, image_size, resize_mode="squash", jpeg_downscale=True,
+    resize_method="bilinear",
+):
     """Decodes the decodable images of a batch; says which ones they were.
 
     Example:
@@ -64,6 +67,7 @@ def decode_valid_images(encoded, image_size, resize_mode="squash", jpeg_downscal
         image_size: side `S` of the model input.
         resize_mode: `"squash"`, `"pad"` or `"crop"`, as in training.
         jpeg_downscale: as in training.
+        resize_method: `"bilinear"` or `"pillow_bicubic"`, as in training.
 
     Returns:
         `(images, indices, valid)`: float32 `[M, S, S, 3]` in [0, 255] for
@@ -76,7 +80,8 @@ def decode_valid_images(encoded, image_size, resize_mode="squash", jpeg_downscal
 
     def one(index, value):
         image = preprocess_encoded(
-            value, image_size, mode=resize_mode, jpeg_downscale=jpeg_downscale
+            value, image_size, mode=resize_mode, jpeg_downscale=jpeg_downscale,
+            method=resize_method,
         )
         return tf.cast(index, tf.int32), image
 

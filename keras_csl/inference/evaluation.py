@@ -49,6 +49,7 @@ def evaluate(
     jpeg_downscale=None,
     from_logits=None,
     check_shards=True,
+    resize_method=None,
 ):
     """Predicts `data`, computes partial (and full) mAP, writes CSV and plots.
 
@@ -94,13 +95,14 @@ def evaluate(
             the converter, with the model's number of classes in its
             `classes.csv` (`keras_csl.data.make_dataset`); False reads
             hand-made or partial shard sets.
+        resize_method: for a `.keras` model, overrides the card's.
 
     Returns:
         A dict: `partial_map`, `partial_map_weighted`, `full_map` (percent;
         None unless complete labels are available), `labels_complete`,
         `num_images`, `num_classes`, `classes_evaluated`,
-        `annotated_fraction`, `num_thresholds`, `resize_mode` and
-        `jpeg_downscale` (the preprocessing used), `model`, `data`,
+        `annotated_fraction`, `num_thresholds`, `resize_mode`,
+        `resize_method` and `jpeg_downscale` (the preprocessing used), `model`, `data`,
         `label_overlay`, `per_class` (list of CSV rows as dicts), and the
         paths of the files written (`files`).
 
@@ -136,6 +138,7 @@ def evaluate(
         predictor = load_predictor(
             model, classes_csv=classes_csv, resize_mode=resize_mode,
             jpeg_downscale=jpeg_downscale, from_logits=from_logits,
+            resize_method=resize_method,
         )
         class_ids, names = predictor.class_ids, predictor.display_names
     if image_size is not None and image_size != predictor.image_size:
@@ -149,7 +152,8 @@ def evaluate(
         dataset = make_dataset(
             data, predictor.num_classes, predictor.image_size, batch_size,
             training=False, resize_mode=predictor.resize_mode,
-            jpeg_downscale=predictor.jpeg_downscale, return_ids=True,
+            jpeg_downscale=predictor.jpeg_downscale,
+            resize_method=predictor.resize_method, return_ids=True,
             check_shards=check_shards,
         )
     # Checked before any prediction, as training checks it.
@@ -186,6 +190,7 @@ def evaluate(
         annotated_fraction=summary["annotated"] / (num_images * len(class_ids)),
         num_thresholds=num_thresholds,
         resize_mode=predictor.resize_mode,
+        resize_method=predictor.resize_method,
         jpeg_downscale=predictor.jpeg_downscale,
         model=str(predictor.source),
         data=data if isinstance(data, (str, list)) else "tf.data.Dataset",

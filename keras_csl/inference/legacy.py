@@ -4,8 +4,9 @@ A `best.keras` written before keras-csl put a `ModelCard` into its models
 does not say how it was trained. Its training run folder does, in a layout
 only this module knows: `config.json` (the run's `TrainConfig`: the resize
 mode and JPEG downscale, in `dataset_options` or, in newer configs, as
-fields of their own) and the `classes.csv` next to the config's
-`train_files`. `card_from_training_run` is the one place that reads them;
+fields of their own; runs of that time all resized bilinearly, so the
+resize method is `"bilinear"` unless the config says otherwise) and the
+`classes.csv` next to the config's `train_files`. `card_from_training_run` is the one place that reads them;
 everything else in keras-csl reads the card.
 """
 
@@ -25,7 +26,7 @@ logger = logging.getLogger(__name__)
 # the model of the best epoch.
 RUN_CONFIG_FILE = "config.json"
 RUN_MODEL_FILE = "best.keras"
-_SETTINGS = ("resize_mode", "jpeg_downscale")
+_SETTINGS = ("resize_mode", "jpeg_downscale", "resize_method")
 
 
 def card_from_training_run(
@@ -36,7 +37,8 @@ def card_from_training_run(
     Called for a `.keras` file with no card, or with the placeholder card of
     `build_model` (`keras_csl.export.cards.is_default_card`). Where the
     file's folder holds a training run's `config.json`, its resize mode,
-    JPEG downscale and classes (`classes.csv` next to its `train_files`)
+    JPEG downscale, resize method (`"bilinear"` where it does not say) and
+    classes (`classes.csv` next to its `train_files`)
     fill the card, with a warning that says so. Where it does not, the
     placeholder card is used as it is, or for no card the documented
     defaults (`keras_csl.export.cards.default_card`), with a warning.
@@ -77,11 +79,12 @@ def card_from_training_run(
     logger.warning(
         "%s has no model card of its own (saved before keras-csl wrote "
         "cards): using its training run's %s: resize_mode=%r%s, "
-        "jpeg_downscale=%r%s, classes %s. "
+        "jpeg_downscale=%r%s, resize_method=%r%s, classes %s. "
         "Save the model again with keras_csl.models.set_model_card to make it "
         "self-describing.", model_path, RUN_CONFIG_FILE, card.resize_mode,
         "" if "resize_mode" in found else " (default)", card.jpeg_downscale,
-        "" if "jpeg_downscale" in found else " (default)",
+        "" if "jpeg_downscale" in found else " (default)", card.resize_method,
+        "" if "resize_method" in found else " (default)",
         f"from {settings['classes_csv']}" if settings["classes_csv"]
         else "named by index (no classes.csv next to its train_files)",
     )
@@ -93,7 +96,8 @@ def training_run_settings(path):
 
     A training run's folder holds `best.keras` and `config.json` (its
     `TrainConfig`). The preprocessing of training is in the config (fields
-    `resize_mode` and `jpeg_downscale`, or older configs' `dataset_options`),
+    `resize_mode`, `jpeg_downscale` and `resize_method`, or older configs'
+    `dataset_options`),
     the classes in the `classes.csv` next to its `train_files`.
 
     Example:
@@ -102,7 +106,7 @@ def training_run_settings(path):
     training_run_settings("runs/coco_rps")
     # {"model_path": "runs/coco_rps/best.keras",
     #  "classes_csv": "data/coco/classes.csv",
-    #  "resize_mode": "pad", "jpeg_downscale": False}
+    #  "resize_mode": "pad", "jpeg_downscale": False, "resize_method": None}
     ```
 
     Args:
@@ -111,10 +115,10 @@ def training_run_settings(path):
     Returns:
         A dict: `model_path` (`<run_dir>/best.keras` for a folder, else
         `path`), `classes_csv` (None if that file does not exist),
-        `resize_mode` and `jpeg_downscale`: None where the run does not say
-        (no `config.json` of a training run next to the model, or the
-        option not set: the run then used the defaults, `"squash"` and
-        True).
+        `resize_mode`, `jpeg_downscale` and `resize_method`: None where the
+        run does not say (no `config.json` of a training run next to the
+        model, or the option not set: the run then used the defaults,
+        `"squash"`, True and `"bilinear"`).
     """
     from keras_csl.data.features import CLASSES_FILE
 
@@ -125,7 +129,7 @@ def training_run_settings(path):
         run_dir, model_path = os.path.dirname(path), path
     settings = dict(
         model_path=model_path, classes_csv=None, resize_mode=None,
-        jpeg_downscale=None,
+        jpeg_downscale=None, resize_method=None,
     )
     config = _run_config(run_dir)
     if config is None:

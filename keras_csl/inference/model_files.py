@@ -1,8 +1,8 @@
 """A `.keras` model file with its card: load it, or export it for serving.
 
 A keras-csl model file describes itself: its `ModelCard` (inside the
-`.keras` file) gives the image size, resize mode, JPEG downscale,
-from-logits, class ids and names, so a file copied alone anywhere loads
+`.keras` file) gives the image size, resize mode and method, JPEG
+downscale, from-logits, class ids and names, so a file copied alone anywhere loads
 with the settings of its training. Arguments override the card (logged).
 A file without a real card (saved before keras-csl wrote cards) is read
 through `keras_csl.inference.legacy`, with a warning.
@@ -48,7 +48,8 @@ def resolve_model_path(path):
 
 
 def load_model_with_card(
-    path, classes_csv=None, resize_mode=None, jpeg_downscale=None, from_logits=None
+    path, classes_csv=None, resize_mode=None, jpeg_downscale=None, from_logits=None,
+    resize_method=None,
 ):
     """Loads a `.keras` file (or a run folder's `best.keras`) and its card.
 
@@ -65,6 +66,7 @@ def load_model_with_card(
         resize_mode: overrides the card's resize mode.
         jpeg_downscale: overrides the card's JPEG downscale.
         from_logits: overrides the card's from-logits.
+        resize_method: overrides the card's resize method.
 
     Returns:
         `(model, card, model_path)`: the uncompiled `keras.Model`, the
@@ -91,7 +93,8 @@ def load_model_with_card(
         )
     card = cards.override_card(
         card, model_path, classes_csv=classes_csv, resize_mode=resize_mode,
-        jpeg_downscale=jpeg_downscale, from_logits=from_logits,
+        resize_method=resize_method, jpeg_downscale=jpeg_downscale,
+        from_logits=from_logits,
     )
     card.check_model(model)
     return model, card, model_path
@@ -106,6 +109,7 @@ def export_model(
     resize_mode=None,
     jpeg_downscale=None,
     from_logits=None,
+    resize_method=None,
 ):
     """Exports a `.keras` file (or a run's `best.keras`) for TF Serving.
 
@@ -128,6 +132,7 @@ def export_model(
         resize_mode: overrides the card's resize mode.
         jpeg_downscale: overrides the card's JPEG downscale.
         from_logits: overrides the card's from-logits.
+        resize_method: overrides the card's resize method.
 
     Returns:
         The version folder written.
@@ -137,6 +142,7 @@ def export_model(
     keras_model, card, _ = load_model_with_card(
         model, classes_csv=classes_csv, resize_mode=resize_mode,
         jpeg_downscale=jpeg_downscale, from_logits=from_logits,
+        resize_method=resize_method,
     )
     return export_for_serving(
         keras_model, export_dir, version=version, top_k=top_k, card=card

@@ -73,6 +73,8 @@ class Predictor:
         display_names: list of `C` display names.
         image_size: side `S` of the model input.
         resize_mode: how encoded images are resized (`RESIZE_MODES`).
+        resize_method: how the resized pixels are computed
+            (`RESIZE_METHODS`).
         jpeg_downscale: whether large JPEGs are decoded at reduced scale.
         from_logits: whether the model outputs logits (the predictor
             applies the sigmoid) or probabilities.
@@ -98,6 +100,7 @@ class Predictor:
     display_names = property(lambda self: list(self.card.display_names))
     image_size = property(lambda self: self.card.image_size)
     resize_mode = property(lambda self: self.card.resize_mode)
+    resize_method = property(lambda self: self.card.resize_method)
     jpeg_downscale = property(lambda self: self.card.jpeg_downscale)
     from_logits = property(lambda self: self.card.from_logits)
     num_classes = property(lambda self: self.card.num_classes)
@@ -113,6 +116,7 @@ class Predictor:
         source=None,
         from_logits=None,
         card=None,
+        resize_method=None,
     ):
         """A predictor over an in-memory `keras.Model`.
 
@@ -128,6 +132,7 @@ class Predictor:
             from_logits: default: the card's.
             card: a `ModelCard` to use instead of the model's own. A model
                 without a card gets the defaults, with a warning.
+            resize_method: default: the card's.
         """
         num_classes, image_size = signatures.check_model(model)
         source = source or model.name
@@ -137,8 +142,8 @@ class Predictor:
             )
         card = cards.override_card(
             card, source, class_ids=class_ids, display_names=display_names,
-            resize_mode=resize_mode, jpeg_downscale=jpeg_downscale,
-            from_logits=from_logits,
+            resize_mode=resize_mode, resize_method=resize_method,
+            jpeg_downscale=jpeg_downscale, from_logits=from_logits,
         )
         card.check_model(model)
         probabilities_fn = signatures.make_probabilities_fn(
@@ -152,7 +157,8 @@ class Predictor:
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
         def bytes_fn(encoded):
             images, indices, valid = signatures.decode_valid_images(
-                encoded, image_size, card.resize_mode, card.jpeg_downscale
+                encoded, image_size, card.resize_mode, card.jpeg_downscale,
+                card.resize_method,
             )
             probabilities = signatures.scatter_rows(
                 probabilities_fn(images), indices, tf.shape(encoded)[0]
@@ -256,12 +262,14 @@ class Predictor:
         return (
             f"Predictor(source={self.source!r}, classes={self.num_classes}, "
             f"image_size={self.image_size}, resize_mode={self.resize_mode!r}, "
+            f"resize_method={self.resize_method!r}, "
             f"jpeg_downscale={self.jpeg_downscale}, from_logits={self.from_logits})"
         )
 
 
 def load_predictor(
-    path, classes_csv=None, resize_mode=None, jpeg_downscale=None, from_logits=None
+    path, classes_csv=None, resize_mode=None, jpeg_downscale=None, from_logits=None,
+    resize_method=None,
 ):
     """Opens an export, a SavedModel version folder, a `.keras` file or a run.
 
@@ -284,6 +292,7 @@ def load_predictor(
             raises.
         jpeg_downscale: likewise.
         from_logits: likewise.
+        resize_method: likewise.
 
     Returns:
         A `Predictor`.
@@ -300,9 +309,12 @@ def load_predictor(
         model, card, model_path = load_model_with_card(
             path, classes_csv=classes_csv, resize_mode=resize_mode,
             jpeg_downscale=jpeg_downscale, from_logits=from_logits,
+            resize_method=resize_method,
         )
         return Predictor.from_keras_model(model, card=card, source=model_path)
-    return _load_export(path, classes_csv, resize_mode, jpeg_downscale, from_logits)
+    return _load_export(
+        path, classes_csv, resize_mode, jpeg_downscale, from_logits, resize_method
+    )
 
 
 def _is_keras_model(path):
@@ -313,7 +325,9 @@ def _is_keras_model(path):
     return path.endswith(".keras") or tf.io.gfile.exists(path)
 
 
-def _load_export(path, classes_csv, resize_mode, jpeg_downscale, from_logits):
+def _load_export(
+    path, classes_csv, resize_mode, jpeg_downscale, from_logits, resize_method
+):
     """`load_predictor` for a SavedModel: its card, its signatures."""
     version_path = latest_version_path(path)
     serve_bytes, serve_images, _ = load_for_serving(version_path)
@@ -329,8 +343,8 @@ def _load_export(path, classes_csv, resize_mode, jpeg_downscale, from_logits):
             f"signatures {num_classes} classes at {image_size} px."
         )
     for name, given in (
-        ("resize_mode", resize_mode), ("jpeg_downscale", jpeg_downscale),
-        ("from_logits", from_logits),
+        ("resize_mode", resize_mode), ("resize_method", resize_method),
+        ("jpeg_downscale", jpeg_downscale), ("from_logits", from_logits),
     ):
         if given is not None and given != getattr(card, name):
             raise ValueError(

@@ -83,6 +83,7 @@ def tag_images(
     resize_mode=None,
     jpeg_downscale=None,
     from_logits=None,
+    resize_method=None,
 ):
     """Tags image files; optionally saves them with their tags drawn.
 
@@ -108,6 +109,7 @@ def tag_images(
         resize_mode: for a `.keras` model, overrides the card's.
         jpeg_downscale: likewise.
         from_logits: likewise.
+        resize_method: likewise.
 
     Returns:
         One dict per image, in order: `path`, `tags` (a list of dicts with
@@ -140,6 +142,7 @@ def tag_images(
     predictor = model if isinstance(model, Predictor) else load_predictor(
         model, classes_csv=classes_csv, resize_mode=resize_mode,
         jpeg_downscale=jpeg_downscale, from_logits=from_logits,
+        resize_method=resize_method,
     )
     results = []
     for start in range(0, len(files), batch_size):

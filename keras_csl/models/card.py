@@ -48,6 +48,13 @@ CARD_LAYER_NAME = "model_card"
 # How encoded images are resized to the model input (see
 # `keras_csl.data.preprocessing`, which takes them from here).
 RESIZE_MODES = ("squash", "pad", "crop")
+# How the pixels are computed (`keras_csl.data.preprocessing`):
+# "bilinear": TensorFlow's bilinear resize, no antialiasing (fast; the
+# default of every model trained with keras-csl); "pillow_bicubic": what
+# Pillow's `Image.open(path).resize((S, S))` gives (accurate JPEG IDCT,
+# antialiased bicubic in two rounded passes), the preprocessing of the
+# CSL authors' `infer.py`.
+RESIZE_METHODS = ("bilinear", "pillow_bicubic")
 # Every keras-csl model takes float32 RGB pixels in this range; its own
 # scaling (e.g. /255 or the Caffe mean) is inside the model.
 VALUE_RANGE = (0.0, 255.0)
@@ -61,8 +68,8 @@ class ModelCard:
 
     >>> card = ModelCard(image_size=224, class_ids=("/m/01yrx",),
     ...                  display_names=("Cat",))
-    >>> card.num_classes, card.resize_mode, card.jpeg_downscale
-    (1, 'squash', True)
+    >>> card.num_classes, card.resize_mode, card.resize_method
+    (1, 'squash', 'bilinear')
 
     Attributes:
         image_size: side `S` of the square `[S, S, 3]` model input.
@@ -73,6 +80,11 @@ class ModelCard:
         resize_mode: how encoded images are resized to `S x S`, as in
             training: `"squash"` (ignore the aspect ratio, as the authors),
             `"pad"` or `"crop"` (`keras_csl.data.preprocessing`).
+        resize_method: how the resized pixels are computed, as in
+            training (`RESIZE_METHODS`): `"bilinear"` (TensorFlow's
+            bilinear resize, the default) or `"pillow_bicubic"` (Pillow's
+            default resize, antialiased bicubic, as the CSL authors'
+            `infer.py`); a card without the field reads as `"bilinear"`.
         jpeg_downscale: whether large JPEGs are decoded at 1/2, 1/4 or 1/8
             scale before resizing, as in training.
         from_logits: whether the model outputs logits (the sigmoid is
@@ -89,6 +101,7 @@ class ModelCard:
     class_ids: tuple
     display_names: tuple = None
     resize_mode: str = "squash"
+    resize_method: str = "bilinear"
     jpeg_downscale: bool = True
     from_logits: bool = True
     architecture: str = ""
@@ -117,6 +130,8 @@ class ModelCard:
         object.__setattr__(self, "display_names", names)
         _check(self.resize_mode in RESIZE_MODES, "resize_mode",
                f"one of {RESIZE_MODES}", self.resize_mode)
+        _check(self.resize_method in RESIZE_METHODS, "resize_method",
+               f"one of {RESIZE_METHODS}", self.resize_method)
         for name in ("jpeg_downscale", "from_logits"):
             _check(isinstance(getattr(self, name), bool), name, "True or False",
                    getattr(self, name))
@@ -149,6 +164,7 @@ class ModelCard:
             image_size=self.image_size,
             value_range=list(VALUE_RANGE),
             resize_mode=self.resize_mode,
+            resize_method=self.resize_method,
             jpeg_downscale=self.jpeg_downscale,
             from_logits=self.from_logits,
             architecture=self.architecture,

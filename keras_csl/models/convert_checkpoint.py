@@ -13,8 +13,24 @@ read without torch), infers the architecture and head from the keys
 `"images"`, float RGB in [0, 255], `/255` inside, float32 logits) with a
 `ModelCard` holding the class ids (the checkpoint's MIDs), their display
 names (from an OpenImages class-descriptions CSV `LabelName,DisplayName`),
-`resize_mode="squash"` as the authors, the image size, the architecture
-and the checkpoint's file name as `source`.
+the preprocessing the weights expect (`CARD_PREPROCESSING`), the image
+size, the architecture and the checkpoint's file name as `source`.
+
+The preprocessing in the card, by the checkpoint's layout:
+
+- the authors' checkpoints get their `infer.py`'s: `PIL.Image.open(path)
+  .resize((S, S))` then `/255`, i.e. `resize_mode="squash"`,
+  `resize_method="pillow_bicubic"` and `jpeg_downscale=False` (a full
+  decode: on the 53 COCO photos of `../shared/data/coco-sample` at 224 px
+  the pixels then differ from Pillow's by 0.0002 grey levels on average,
+  against 2.2 with JPEGs decoded at reduced scale first and 2.8 with
+  keras-csl's default preprocessing; `benchmarks/resize_fidelity.py`);
+- timm's weights (ImageNet backbones, to fine-tune) get keras-csl's
+  defaults, `"squash"`, `"bilinear"`, `jpeg_downscale=True`: timm's own
+  evaluation transform (bilinear resize of the shorter side to 256, centre
+  crop to 224) is none of keras-csl's resize modes anyway, and fine-tuning
+  (`keras_csl.training`) writes its own card with the preprocessing it
+  trains with, whose defaults these are.
 
 Classes, in order of precedence: `classes_csv` (keras-csl's
 `index,class_id,display_name` file), else the checkpoint's `idx_to_class`,
@@ -48,6 +64,14 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_IMAGE_SIZE = 224
 DESCRIPTIONS_HEADER = ("LabelName", "DisplayName")
+# The model card's preprocessing for each checkpoint layout (see the module
+# docstring): the authors' `infer.py`, or keras-csl's defaults for timm's.
+CARD_PREPROCESSING = {
+    "authors": dict(
+        resize_mode="squash", resize_method="pillow_bicubic", jpeg_downscale=False
+    ),
+    "timm": dict(resize_mode="squash", resize_method="bilinear", jpeg_downscale=True),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,9 +195,14 @@ def convert_checkpoint(
         image_size=image_size,
         class_ids=tuple(class_ids),
         display_names=tuple(names),
-        resize_mode="squash",
         architecture=name,
         source=os.path.basename(os.fspath(checkpoint)),
+        **CARD_PREPROCESSING[layout],
+    )
+    logger.info(
+        "Model card preprocessing (%s layout): resize_mode=%r, "
+        "resize_method=%r, jpeg_downscale=%r.", layout, card.resize_mode,
+        card.resize_method, card.jpeg_downscale,
     )
     model = set_model_card(model, card)
     folder = os.path.dirname(os.path.abspath(output))

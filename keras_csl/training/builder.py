@@ -254,7 +254,8 @@ def _model_card(config, model, run_dir, custom_model):
         source = os.path.abspath(source)
     return ModelCard(
         image_size=config.image_size, class_ids=class_ids, display_names=names,
-        resize_mode=config.resize_mode, jpeg_downscale=config.jpeg_downscale,
+        resize_mode=config.resize_mode, resize_method=config.resize_method,
+        jpeg_downscale=config.jpeg_downscale,
         from_logits=True,
         architecture=model.name if custom_model else config.backbone,
         source=source,

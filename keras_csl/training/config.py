@@ -9,8 +9,8 @@ Each setting has one home. The loss's arguments are the nested `loss` dict,
 which is exactly `ClassAwareSelectiveLoss.get_config()`: its defaults are
 the loss's own (the authors' `train.py` defaults), a config gives only what
 it changes. The preprocessing that a trained model needs at serving time
-(`resize_mode`, `jpeg_downscale`) are typed fields: training reads images
-with them and writes them into the model card.
+(`resize_mode`, `resize_method`, `jpeg_downscale`) are typed fields:
+training reads images with them and writes them into the model card.
 """
 
 import ast
@@ -18,6 +18,7 @@ import dataclasses
 import json
 import typing
 
+from keras_csl.models.card import RESIZE_METHODS
 from keras_csl.models.card import RESIZE_MODES
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -36,6 +37,8 @@ LEGACY_FIELDS = {
     "prior_threshold": "loss.prior_threshold",
 }
 _TYPED_DATASET_OPTIONS = ("resize_mode", "jpeg_downscale")
+# `make_dataset` arguments that are config fields: never in `dataset_options`.
+_TYPED_FIELDS = _TYPED_DATASET_OPTIONS + ("resize_method",)
 
 
 def default_loss_config():
@@ -88,9 +91,14 @@ class TrainConfig:
     # next to the files.
     train_examples: typing.Optional[int] = None
     # How images are resized to `image_size` (`keras_csl.models.card.
-    # RESIZE_MODES`) and whether large JPEGs are decoded at reduced scale;
-    # training reads with them and writes them into the model card.
+    # RESIZE_MODES`), how the pixels are computed (`RESIZE_METHODS`:
+    # "bilinear", fast; "pillow_bicubic", Pillow's default resize, e.g. to
+    # fine-tune a converted authors' checkpoint on the pixels it was
+    # trained on, with jpeg_downscale=False) and whether large JPEGs are
+    # decoded at reduced scale; training reads with them and writes them
+    # into the model card.
     resize_mode: str = "squash"
+    resize_method: str = "bilinear"
     jpeg_downscale: bool = True
     # Other keyword arguments of `keras_csl.data.make_dataset` (e.g.
     # `label_overlay`, `shuffle_buffer`, `deterministic`, `cache`).
@@ -174,12 +182,14 @@ class TrainConfig:
                "True, False or 'auto'", self.jit_compile)
         _check(self.resize_mode in RESIZE_MODES, "resize_mode",
                f"one of {RESIZE_MODES}", self.resize_mode)
+        _check(self.resize_method in RESIZE_METHODS, "resize_method",
+               f"one of {RESIZE_METHODS}", self.resize_method)
         _check(isinstance(self.jpeg_downscale, bool), "jpeg_downscale",
                "True or False", self.jpeg_downscale)
         _check(isinstance(self.dataset_options, dict), "dataset_options",
                "a dict of keras_csl.data.make_dataset arguments",
                self.dataset_options)
-        typed = [k for k in _TYPED_DATASET_OPTIONS if k in self.dataset_options]
+        typed = [k for k in _TYPED_FIELDS if k in self.dataset_options]
         _check(not typed, "dataset_options",
                f"no {' or '.join(typed)} (config fields of their own now: set "
                + ", ".join(f"`{k}=...`" for k in typed) + " instead)",

@@ -117,12 +117,13 @@ def tfrecord_data(config, global_batch_size):
     Training batches are augmented (cutout, RandAugment, optional flip, as
     set in the config), shuffled with the seed `config.seed + epoch`, and
     repeated, so every pipeline has its `steps_per_epoch` batches whatever
-    its share of the files. Images are resized with `config.resize_mode`
-    and `config.jpeg_downscale` (what the model card records). Pass
-    `dataset_options={"deterministic": True}` for a bit-reproducible order
-    (slower). Other `dataset_options` go to `keras_csl.data.make_dataset` as
-    they are (e.g. `label_overlay`, `shuffle_buffer`, `cache`); a
-    `label_overlay` applies to the training images only.
+    its share of the files. Images are resized with `config.resize_mode`,
+    `config.resize_method` and `config.jpeg_downscale` (what the model card
+    records). Pass `dataset_options={"deterministic": True}` for a
+    bit-reproducible order (slower). Other `dataset_options` go to
+    `keras_csl.data.make_dataset` as they are (e.g. `label_overlay`,
+    `shuffle_buffer`, `cache`); a `label_overlay` applies to the training
+    images only.
 
     Returns:
         `(train_data, val_data, steps_per_epoch)`; `val_data` is `None`
@@ -132,6 +133,7 @@ def tfrecord_data(config, global_batch_size):
     from keras_csl.data import make_dataset
 
     options = dict(config.dataset_options, resize_mode=config.resize_mode,
+                   resize_method=config.resize_method,
                    jpeg_downscale=config.jpeg_downscale)
     augment = dict(
         cutout=config.cutout,

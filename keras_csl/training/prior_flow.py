@@ -311,6 +311,7 @@ def _estimation_pass(predictor, config, batch_size, steps, keep_ids, verbose):
     from keras_csl.data import make_dataset
 
     options = dict(config.dataset_options, resize_mode=config.resize_mode,
+                   resize_method=config.resize_method,
                    jpeg_downscale=config.jpeg_downscale)
     # Every training image once, as it is: evaluation mode, whatever the
     # options say about augmentation or repetition.

@@ -220,6 +220,43 @@ def test_grayscale_and_png_records_decode_to_three_channels(tmp_path):
         np.testing.assert_array_equal(images[gray, ..., 0], images[gray, ..., 2])
 
 
+def test_pillow_bicubic_records_match_pillow_in_every_mode(tmp_path):
+    """`resize_method` reaches the decoding: Pillow's pixels, per mode."""
+    import io
+
+    from PIL import Image
+
+    # Smooth 45 x 60 and 60 x 45 pictures, as JPEGs.
+    def encode(k):
+        small = _image(k, height=6, width=8) if k % 2 else _image(k, height=8, width=6)
+        size = (60, 45) if k % 2 else (45, 60)  # (width, height)
+        smooth = np.asarray(Image.fromarray(small).resize(size, Image.Resampling.BILINEAR))
+        return tf.io.encode_jpeg(smooth, quality=90).numpy()
+
+    written, pattern = _write(tmp_path, 1, 4, encode=encode)
+    encoded = {f"img{k:03d}": encode(k) for k in range(4)}
+    for mode in ("squash", "pad", "crop"):
+        images, _, ids = _collect(make_dataset(
+            pattern, NUM_CLASSES, SIZE, 4, training=False, resize_mode=mode,
+            resize_method="pillow_bicubic", jpeg_downscale=False, return_ids=True,
+        ))
+        for image_id, image in zip(ids, np.concatenate(images)):
+            picture = Image.open(io.BytesIO(encoded[image_id])).convert("RGB")
+            wide = picture.width > picture.height
+            if mode == "squash":
+                expected, region = picture.resize((SIZE, SIZE)), np.s_[:, :]
+            elif mode == "pad":  # 60 x 45 -> 16 x 12 at rows (or columns) 2..13
+                expected = picture.resize((16, 12) if wide else (12, 16))
+                region = np.s_[2:14, :] if wide else np.s_[:, 2:14]
+            else:  # 60 x 45 -> 21 x 16, the centre 16 columns (or rows) from 2
+                resized = np.asarray(picture.resize((21, 16) if wide else (16, 21)))
+                expected = resized[:, 2:18] if wide else resized[2:18]
+                region = np.s_[:, :]
+            difference = np.abs(image[region] - np.asarray(expected, np.float32))
+            assert difference.max() <= 1.0, (mode, image_id, difference.max())
+            assert difference.mean() <= 0.02, (mode, image_id, difference.mean())
+
+
 def test_label_overlay_replaces_the_labels_by_image_id(records, tmp_path, caplog):
     written, pattern = records
     overlay = {"img001": ([0], [1, 2]), "img007": ([], [5]), "not-in-data": ([3], [])}
@@ -303,6 +340,10 @@ def test_invalid_arguments_raise(records, tmp_path):
         )
     with pytest.raises(ValueError, match="resize_mode"):
         make_dataset(pattern, NUM_CLASSES, SIZE, 4, training=False, resize_mode="fit")
+    with pytest.raises(ValueError, match="Received: resize_method='bicubic'"):
+        make_dataset(
+            pattern, NUM_CLASSES, SIZE, 4, training=False, resize_method="bicubic"
+        )
     with pytest.raises(ValueError, match="batch_size"):
         make_dataset(pattern, NUM_CLASSES, SIZE, 0, training=False)
     for name in ("num_classes", "image_size", "batch_size"):

@@ -128,6 +128,113 @@ def test_preprocess_encoded_works_in_a_saved_model(tmp_path):
     assert loaded.serve(tf.zeros([0], tf.string)).shape == (0, 16, 16, 3)
 
 
+def _smooth(height, width, seed=0):
+    """A smooth random picture (a few random colours, bilinearly enlarged)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (max(height // 8, 2), max(width // 8, 2), 3), np.uint8)
+    return tf.image.resize(small, [height, width]).numpy().round().astype(np.uint8)
+
+
+def test_default_method_is_the_bilinear_resize_of_before_bit_for_bit():
+    """The default path is unchanged: the plain TF ops it always ran.
+
+    The references are written out with the sizes worked out by hand: a
+    200 x 300 JPEG at S = 32 is decoded at 1/8 scale (25 x 38: 200 >= 8 x
+    ceil(0.75 x 32) = 192) with `jpeg_downscale`, and resized bilinearly;
+    "pad" fits the longer side (25 x 38 -> 21 x 32, 5 rows of padding
+    above), "crop" the shorter one (25 x 38 -> 32 x 49, 8 columns cut
+    on the left).
+    """
+    jpeg = tf.io.encode_jpeg(_smooth(200, 300), quality=90)
+    scaled = tf.io.decode_jpeg(jpeg, channels=3, ratio=8)
+    full = tf.io.decode_jpeg(jpeg, channels=3)
+    assert scaled.shape == (25, 38, 3)
+
+    def clip(image):
+        return tf.clip_by_value(tf.cast(image, tf.float32), 0.0, 255.0).numpy()
+
+    expected = {
+        ("squash", True): clip(tf.image.resize(scaled, [32, 32])),
+        ("pad", True): clip(tf.image.pad_to_bounding_box(
+            tf.image.resize(scaled, [21, 32]), 5, 0, 32, 32)),
+        ("crop", True): clip(tf.image.crop_to_bounding_box(
+            tf.image.resize(scaled, [32, 49]), 0, 8, 32, 32)),
+        # Full decode: 200 x 300 -> 21 x 32 (pad), 32 x 48 (crop).
+        ("squash", False): clip(tf.image.resize(full, [32, 32])),
+        ("pad", False): clip(tf.image.pad_to_bounding_box(
+            tf.image.resize(full, [21, 32]), 5, 0, 32, 32)),
+        ("crop", False): clip(tf.image.crop_to_bounding_box(
+            tf.image.resize(full, [32, 48]), 0, 8, 32, 32)),
+    }
+    for (mode, downscale), reference in expected.items():
+        for kwargs in ({}, {"method": "bilinear"}):
+            out = preprocessing.preprocess_encoded(
+                jpeg, 32, mode, jpeg_downscale=downscale, **kwargs
+            )
+            np.testing.assert_array_equal(out.numpy(), reference, err_msg=str(
+                (mode, downscale, kwargs)))
+        batch = preprocessing.preprocess_encoded(
+            tf.stack([jpeg]), 32, mode, jpeg_downscale=downscale
+        )
+        np.testing.assert_array_equal(batch[0].numpy(), reference)
+
+
+def test_pillow_bicubic_decodes_jpegs_with_the_accurate_idct():
+    jpeg = tf.io.encode_jpeg(_smooth(48, 64), quality=75)
+    default = preprocessing.decode_image(jpeg)
+    accurate = preprocessing.decode_image(jpeg, dct_method="INTEGER_ACCURATE")
+    np.testing.assert_array_equal(
+        accurate.numpy(),
+        tf.io.decode_jpeg(jpeg, channels=3, dct_method="INTEGER_ACCURATE").numpy(),
+    )
+    # The two IDCTs differ: the method's choice is visible.
+    assert np.abs(default.numpy().astype(int) - accurate.numpy()).max() > 0
+    # At 48 px the picture is not resized: the decode alone shows.
+    out = preprocessing.preprocess_encoded(
+        jpeg, 48, jpeg_downscale=False, method="pillow_bicubic"
+    )
+    assert out.shape == (48, 48, 3)
+    squashed = preprocessing.resize_image(accurate, 48, method="pillow_bicubic")
+    np.testing.assert_array_equal(out.numpy(), squashed.numpy())
+
+
+def test_pillow_bicubic_gives_whole_numbers_and_keeps_constant_images():
+    image = tf.constant(_smooth(50, 70))
+    for mode in preprocessing.RESIZE_MODES:
+        out = preprocessing.resize_image(image, 24, mode, method="pillow_bicubic")
+        assert out.shape == (24, 24, 3) and out.dtype == tf.float32
+        np.testing.assert_array_equal(out.numpy(), np.round(out.numpy()))
+        assert 0.0 <= float(tf.reduce_min(out)) and float(tf.reduce_max(out)) <= 255.0
+    constant = tf.fill([50, 70, 3], tf.constant(200, tf.uint8))
+    out = preprocessing.resize_image(constant, 24, "pad", method="pillow_bicubic")
+    # 50 x 70 -> 17 x 24 at rows (24 - 17) // 2 = 3 .. 19.
+    np.testing.assert_array_equal(out[3:20].numpy(), 200.0)
+    np.testing.assert_array_equal(out[:3].numpy(), 0.0)
+    np.testing.assert_array_equal(out[20:].numpy(), 0.0)
+
+
+def test_pillow_bicubic_works_in_a_saved_model_with_an_empty_batch(tmp_path):
+    class Module(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def serve(self, encoded):
+            return preprocessing.preprocess_encoded(
+                encoded, 16, "crop", jpeg_downscale=False, method="pillow_bicubic"
+            )
+
+    tf.saved_model.save(Module(), str(tmp_path))
+    loaded = tf.saved_model.load(str(tmp_path))
+    jpeg = tf.io.encode_jpeg(_smooth(40, 60))
+    png = tf.io.encode_png(_smooth(60, 30))
+    np.testing.assert_array_equal(
+        loaded.serve(tf.stack([jpeg, png])).numpy(),
+        preprocessing.preprocess_encoded(
+            tf.stack([jpeg, png]), 16, "crop", jpeg_downscale=False,
+            method="pillow_bicubic",
+        ).numpy(),
+    )
+    assert loaded.serve(tf.zeros([0], tf.string)).shape == (0, 16, 16, 3)
+
+
 def test_invalid_arguments_raise():
     image = tf.zeros([4, 4, 3], tf.uint8)
     with pytest.raises(ValueError, match="mode"):
@@ -138,6 +245,10 @@ def test_invalid_arguments_raise():
         preprocessing.preprocess_encoded(tf.io.encode_png(image), True)
     with pytest.raises(ValueError, match="encoded"):
         preprocessing.preprocess_encoded(tf.zeros([1, 1], tf.string), 8)
+    with pytest.raises(ValueError, match="Received: method='bicubic'"):
+        preprocessing.resize_image(image, 8, method="bicubic")
+    with pytest.raises(ValueError, match=r"Expected one of \('bilinear', 'pillow_bicubic'\)"):
+        preprocessing.preprocess_encoded(tf.io.encode_png(image), 8, method="area")
 
 
 def test_numpy_integer_sizes_work_like_python_ints():

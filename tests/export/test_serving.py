@@ -286,6 +286,61 @@ def test_card_settings_and_overrides(tmp_path, caplog):
     )
 
 
+def test_pillow_bicubic_export_answers_like_the_predictor_and_pillow(
+    tmp_path, caplog
+):
+    """A card's `resize_method` is baked into the bytes signature."""
+    import io
+
+    from PIL import Image
+
+    from keras_csl.inference import Predictor
+    from keras_csl.inference import load_predictor
+
+    card = ModelCard(
+        image_size=IMAGE_SIZE, class_ids=CLASS_IDS, display_names=NAMES,
+        resize_method="pillow_bicubic", jpeg_downscale=False,
+    )
+    model = set_model_card(tiny_model(seed=2), card)
+    rng = np.random.default_rng(5)
+    encoded = [
+        tf.io.encode_jpeg(pixels(rng, 300, 200, 3), quality=90).numpy(),
+        tf.io.encode_png(pixels(rng, 45, 70, 3)).numpy(),
+    ]
+    path = export_for_serving(model, tmp_path / "pillow")
+    assert read_export_card(path).resize_method == "pillow_bicubic"
+    serve_bytes, serve_images, _ = load_for_serving(path)
+    answer = serve_bytes(image_bytes=tf.constant(encoded))["probabilities"].numpy()
+    # The Predictor of the Keras model, and that of the export, agree.
+    predictor = Predictor.from_keras_model(model)
+    assert predictor.resize_method == "pillow_bicubic"
+    np.testing.assert_allclose(predictor.predict_encoded(encoded), answer, atol=1e-5)
+    exported = load_predictor(path)
+    assert exported.resize_method == "pillow_bicubic"
+    np.testing.assert_allclose(exported.predict_encoded(encoded), answer, atol=1e-6)
+    # Pillow's own pixels through the images signature: the same answer.
+    pillow = np.stack([
+        np.asarray(Image.open(io.BytesIO(data)).convert("RGB").resize(
+            (IMAGE_SIZE, IMAGE_SIZE)), np.float32)
+        for data in encoded
+    ])
+    from_pillow = serve_images(images=tf.constant(pillow))["probabilities"].numpy()
+    np.testing.assert_allclose(answer, from_pillow, atol=1e-4)
+    bilinear = reference_probabilities(model, encoded, jpeg_downscale=False)
+    assert np.abs(bilinear - from_pillow).max() > 1e-3  # the method matters
+
+    with caplog.at_level("WARNING", logger="keras_csl.export.cards"):
+        path = export_for_serving(
+            model, tmp_path / "bilinear", resize_method="bilinear"
+        )
+    assert (
+        "resize_method='bilinear' overrides the model card's 'pillow_bicubic'"
+        in caplog.text
+    )
+    out = load_for_serving(path)[0](image_bytes=tf.constant(encoded))
+    np.testing.assert_allclose(out["probabilities"].numpy(), bilinear, atol=1e-5)
+
+
 def test_a_model_without_card_gets_defaults_with_a_warning(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="keras_csl.export.cards"):
         path = export_for_serving(tiny_model(num_classes=3), tmp_path)
@@ -322,6 +377,7 @@ def test_latest_version_skips_incomplete_folders(tmp_path, caplog):
         (dict(display_names=["a"] * 8), "one entry per model output"),
         (dict(top_k=0), "top_k"),
         (dict(resize_mode="stretch"), "resize_mode='stretch'"),
+        (dict(resize_method="area"), "resize_method='area'"),
         (dict(image_size=64), "image_size"),
         (dict(version=0), "version"),
         (dict(jpeg_downscale="no"), "jpeg_downscale='no'"),

@@ -377,8 +377,24 @@ def test_evaluate_a_keras_file_reads_its_card(tmp_path):
 
     result = evaluate(tmp_path / "model.keras", str(folder / "val-*.tfrecord"))
     assert result["resize_mode"] == "pad" and result["jpeg_downscale"] is False
+    assert result["resize_method"] == "bilinear"
     assert [r["display_name"] for r in result["per_class"]] == NAMES
     assert result["partial_map"] == pytest.approx(expected, abs=1e-4)
+
+    # An override of the resize method reaches the pipeline.
+    images = preprocess_encoded(
+        tf.constant(encoded), IMAGE_SIZE, mode="pad", jpeg_downscale=False,
+        method="pillow_bicubic",
+    )
+    scores = 1 / (1 + np.exp(-model.predict(images.numpy(), verbose=0)))
+    pillow, _ = partial_mean_average_precision(np.array(targets), scores)
+    assert abs(pillow - expected) > 1e-3
+    result = evaluate(
+        tmp_path / "model.keras", str(folder / "val-*.tfrecord"),
+        resize_method="pillow_bicubic",
+    )
+    assert result["resize_method"] == "pillow_bicubic"
+    assert result["partial_map"] == pytest.approx(pillow, abs=1e-4)
 
 
 def test_evaluate_checks_the_shard_set_unless_told_not_to(predictor, tmp_path):

@@ -103,6 +103,40 @@ def test_export_and_keras_file_predict_the_same(tmp_path):
         load_predictor(tmp_path / "empty")
 
 
+def test_resize_method_from_the_card_and_its_overrides(tmp_path, caplog):
+    card = ModelCard(
+        image_size=IMAGE_SIZE, class_ids=IDS, display_names=NAMES,
+        resize_method="pillow_bicubic", jpeg_downscale=False,
+    )
+    model = set_model_card(_model(), card)
+    encoded = _encoded() + [_large_jpeg()]
+    pillow = _reference(model, encoded, jpeg_downscale=False, method="pillow_bicubic")
+    bilinear = _reference(model, encoded, jpeg_downscale=False)
+    assert np.abs(pillow - bilinear).max() > 1e-4  # the method matters
+    model.save(tmp_path / "model.keras")
+    export_for_serving(model, tmp_path / "export")
+    for predictor in (
+        load_predictor(tmp_path / "model.keras"), load_predictor(tmp_path / "export")
+    ):
+        assert predictor.resize_method == "pillow_bicubic"
+        assert "resize_method='pillow_bicubic'" in repr(predictor)
+        np.testing.assert_allclose(predictor.predict_encoded(encoded), pillow, atol=1e-5)
+
+    with caplog.at_level(logging.WARNING, logger="keras_csl.export.cards"):
+        predictor = load_predictor(tmp_path / "model.keras", resize_method="bilinear")
+    assert (
+        "resize_method='bilinear' overrides the model card's 'pillow_bicubic'"
+        in caplog.text
+    )
+    np.testing.assert_allclose(predictor.predict_encoded(encoded), bilinear, atol=1e-5)
+    # An export carries its own preprocessing: a different one is an error.
+    with pytest.raises(ValueError, match="made with resize_method='pillow_bicubic'"):
+        load_predictor(tmp_path / "export", resize_method="bilinear")
+    assert load_predictor(
+        tmp_path / "export", resize_method="pillow_bicubic"
+    ).resize_method == "pillow_bicubic"
+
+
 def test_undecodable_files_raise_by_default_or_are_flagged(tmp_path):
     model = set_model_card(_model(), ModelCard(image_size=IMAGE_SIZE, class_ids=IDS))
     export_for_serving(model, tmp_path)
@@ -215,7 +249,7 @@ def test_a_model_without_card_in_a_run_uses_the_runs_settings(tmp_path, caplog, 
     run, data = _run_folder(tmp_path, model, config)
     assert training_run_settings(run / "best.keras") == dict(
         model_path=str(run / "best.keras"), classes_csv=str(data / "classes.csv"),
-        resize_mode="pad", jpeg_downscale=False,
+        resize_mode="pad", jpeg_downscale=False, resize_method=None,
     )
     encoded = [_large_jpeg()]
     expected = _reference(model, encoded, mode="pad", jpeg_downscale=False)
@@ -226,8 +260,8 @@ def test_a_model_without_card_in_a_run_uses_the_runs_settings(tmp_path, caplog, 
         assert (
             f"{run / 'best.keras'} has no model card of its own (saved before "
             "keras-csl wrote cards): using its training run's config.json: "
-            "resize_mode='pad', jpeg_downscale=False, classes from "
-            f"{data / 'classes.csv'}"
+            "resize_mode='pad', jpeg_downscale=False, resize_method='bilinear' "
+            f"(default), classes from {data / 'classes.csv'}"
         ) in caplog.text
         assert predictor.jpeg_downscale is False and predictor.resize_mode == "pad"
         assert predictor.class_ids == IDS and predictor.display_names == NAMES
@@ -245,7 +279,7 @@ def test_run_folders_without_settings_and_real_cards(tmp_path, caplog):
     run.mkdir()
     assert training_run_settings(run) == dict(
         model_path=str(run / "best.keras"), classes_csv=None,
-        resize_mode=None, jpeg_downscale=None,
+        resize_mode=None, jpeg_downscale=None, resize_method=None,
     )
     # A config.json of another tool (e.g. a keras-hub preset) says nothing.
     (run / "config.json").write_text(json.dumps({"backbone": "resnet"}))

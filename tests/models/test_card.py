@@ -23,8 +23,10 @@ NAMES = ("Cat", "Dog", "Bird")
 
 
 def _card(**changes):
+    # Non-default preprocessing throughout, so every round trip checks it.
     values = dict(image_size=32, class_ids=IDS, display_names=NAMES,
-                  resize_mode="pad", jpeg_downscale=False)
+                  resize_mode="pad", resize_method="pillow_bicubic",
+                  jpeg_downscale=False)
     values.update(changes)
     return ModelCard(**values)
 
@@ -34,8 +36,10 @@ def test_defaults_and_round_trip():
     assert card.display_names == ("a", "b")
     assert (card.resize_mode, card.jpeg_downscale, card.from_logits) == (
         "squash", True, True)
+    assert card.resize_method == "bilinear"
     values = _card(extra={"val_map": 71.5}).to_dict()
     assert values["format"] == "keras_csl_model_card"
+    assert values["resize_method"] == "pillow_bicubic"
     assert values["num_classes"] == 3 and values["value_range"] == [0.0, 255.0]
     assert ModelCard.from_dict(json.loads(json.dumps(values))) == _card(
         extra={"val_map": 71.5})
@@ -49,6 +53,8 @@ def test_defaults_and_round_trip():
     (dict(class_ids=(1, 2, 3)), "Expected strings"),
     (dict(display_names=("Cat",)), "one name per class id (3)"),
     (dict(resize_mode="stretch"), "resize_mode='stretch'"),
+    (dict(resize_method="bicubic"), "resize_method='bicubic'"),
+    (dict(resize_method="bicubic"), "one of ('bilinear', 'pillow_bicubic')"),
     (dict(jpeg_downscale="yes"), "jpeg_downscale='yes'"),
     (dict(from_logits=1), "from_logits=1"),
     (dict(extra={"f": object()}), "JSON-serialisable"),
@@ -72,6 +78,15 @@ def test_from_dict_rejects_what_it_does_not_know(edit, message):
     with pytest.raises(ValueError) as info:
         ModelCard.from_dict(values)
     assert message in str(info.value)
+
+
+def test_a_card_written_without_resize_method_reads_as_bilinear():
+    # Version 1 cards written before the field existed leave it out.
+    values = _card().to_dict()
+    del values["resize_method"]
+    card = ModelCard.from_dict(values)
+    assert card.resize_method == "bilinear"
+    assert card == _card(resize_method="bilinear")
 
 
 def test_build_model_has_a_default_card_and_it_is_an_identity():

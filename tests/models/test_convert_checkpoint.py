@@ -227,6 +227,19 @@ def test_real_openimages_class_descriptions(shared_data, tmp_path):
     assert conversion.unnamed_classes == ("/m/0zzzzz",)
 
 
+def test_authors_checkpoints_get_the_preprocessing_of_their_infer_py(tmp_path):
+    # Their infer.py: PIL.Image.open(path).resize((224, 224)), then / 255.
+    pytest.importorskip("torch")
+    conversion = convert_checkpoint(
+        FIXTURES / "tiny_authors" / "checkpoint.pth", tmp_path / "authors.keras",
+        architecture="custom", image_size=40,
+    )
+    assert conversion.layout == "authors"
+    card = read_model_card(tmp_path / "authors.keras")
+    assert (card.resize_mode, card.resize_method, card.jpeg_downscale) == (
+        "squash", "pillow_bicubic", False)
+
+
 def test_output_must_be_a_keras_file(tmp_path):
     with pytest.raises(ValueError, match="argument `output`.*'.keras'"):
         convert_checkpoint(TINY_TIMM, tmp_path / "x.h5")
@@ -250,3 +263,6 @@ def test_command_line(tmp_path):
         48, ("0", "1", "2", "3", "4"), "checkpoint.safetensors",
     )
     assert card.architecture == "tresnet(layers=1-1-1-1, stem_width=4, v2=False)"
+    # timm's weights (backbones to fine-tune): keras-csl's defaults.
+    assert (card.resize_mode, card.resize_method, card.jpeg_downscale) == (
+        "squash", "bilinear", True)

@@ -92,13 +92,18 @@ def test_export_infer_evaluate_command_lines(tmp_path):
     default = 1 / (1 + np.exp(-model.predict(default.numpy(), verbose=0)))
     assert np.abs(expected - default).max() > 1e-3  # the settings matter
 
-    # A flag overrides the card, and the log says so.
+    # Flags override the card, and the log says so.
     out, err = run_recipe(
         "export", f"--model={alone}", f"--export_dir={tmp_path / 'export'}",
-        "--resize_mode=crop",
+        "--resize_mode=crop", "--resize_method=pillow_bicubic",
     )
-    assert json.loads(out.strip().splitlines()[-1])["export"].endswith("2")
+    second = json.loads(out.strip().splitlines()[-1])["export"]
+    assert second.endswith("2")
     assert "resize_mode='crop' overrides the model card's 'pad'" in err
+    assert "resize_method='pillow_bicubic' overrides the model card's 'bilinear'" in err
+    with open(os.path.join(second, "assets.extra", "model_card.json")) as f:
+        assert ModelCard.from_dict(json.load(f)) == card.replace(
+            resize_mode="crop", resize_method="pillow_bicubic")
 
     # Tagging a folder with one broken file: the others are tagged.
     photos = tmp_path / "photos"
@@ -114,8 +119,9 @@ def test_export_infer_evaluate_command_lines(tmp_path):
     out, err = run_recipe(
         "infer", f"--model={alone}", f"--images={photos}",
         f"--images={photos / 'p0.jpg'}", "--threshold=0", "--top_k=2",
-        f"--output_dir={tmp_path / 'tagged'}",
+        f"--output_dir={tmp_path / 'tagged'}", "--resize_method=pillow_bicubic",
     )
+    assert "resize_method='pillow_bicubic' overrides the model card's" in err
     lines = out.strip().splitlines()
     assert len(lines) == 8 and lines[0].startswith(str(photos / "broken.jpg") + ": ")
     assert "[error: " in lines[0]
@@ -128,11 +134,13 @@ def test_export_infer_evaluate_command_lines(tmp_path):
         "evaluate", f"--export_dir={tmp_path / 'export' / '1'}",
         f"--data={data / 'val-*.tfrecord'}", f"--output_dir={tmp_path / 'eval'}",
         "--batch_size=4", "--pr_classes=Apple,/m/c",
+        "--resize_method=bilinear",  # the export's own: accepted
     )
     metrics = json.loads(out.strip().splitlines()[-1])
     assert metrics["num_images"] == 6 and metrics["partial_map"] is not None
     assert metrics["full_map"] is None  # the records leave a class un-annotated
     assert metrics["resize_mode"] == "pad" and metrics["jpeg_downscale"] is False
+    assert metrics["resize_method"] == "bilinear"
     written = ("per_class_ap.csv", "ap_vs_frequency.png", "pr_curves.png",
                "metrics.json")
     for name in written:

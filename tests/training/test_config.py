@@ -21,7 +21,7 @@ def test_overrides_parse_literals_and_strings():
         TrainConfig(),
         ["epochs=3", "weights=None", "backbone=resnet101", "learning_rate=1",
          "dataset_options={'shuffle_buffer': 64}", "jit_compile=False",
-         "resize_mode=pad", "jpeg_downscale=False"],
+         "resize_mode=pad", "jpeg_downscale=False", "resize_method=pillow_bicubic"],
     )
     assert config.epochs == 3 and config.weights is None
     assert config.backbone == "resnet101"
@@ -29,6 +29,7 @@ def test_overrides_parse_literals_and_strings():
     assert config.dataset_options == {"shuffle_buffer": 64}
     assert config.jit_compile is False
     assert (config.resize_mode, config.jpeg_downscale) == ("pad", False)
+    assert config.resize_method == "pillow_bicubic"
 
 
 def test_the_loss_config_is_the_losses_get_config():
@@ -83,7 +84,8 @@ def test_unknown_and_old_names_are_clear_errors():
      ("jit_compile", "yes"), ("prior", ""), ("prior_momentum", 1.0),
      ("pct_start", 0.0), ("prior_warmup_epochs", 1.5), ("dropout", 1.0),
      ("weight_decay", float("nan")), ("resize_mode", "stretch"),
-     ("jpeg_downscale", "yes"), ("val_num_thresholds", 1)],
+     ("jpeg_downscale", "yes"), ("resize_method", "bicubic"),
+     ("val_num_thresholds", 1)],
 )
 def test_validate_rejects(field, value):
     with pytest.raises(ValueError, match=f"config field `{field}`"):
@@ -114,6 +116,41 @@ def test_preprocessing_is_typed_not_in_dataset_options():
         TrainConfig(dataset_options={"resize_mode": "pad"}).validate()
     with pytest.raises(ValueError, match="`jpeg_downscale=...`"):
         TrainConfig(dataset_options={"jpeg_downscale": False}).validate()
+    with pytest.raises(ValueError, match="set `resize_method=...`"):
+        TrainConfig(dataset_options={"resize_method": "pillow_bicubic"}).validate()
+
+
+def test_training_writes_the_resize_method_into_the_card():
+    from keras_csl.models import build_model
+    from keras_csl.training import builder
+
+    config = TrainConfig(num_classes=3, image_size=32, backbone="tiny",
+                         resize_method="pillow_bicubic", jpeg_downscale=False)
+    card = builder._model_card(config, build_model("tiny", 3, 32), None, False)
+    assert (card.resize_method, card.jpeg_downscale) == ("pillow_bicubic", False)
+    # A run's config.json written before the field existed: the old default.
+    values = TrainConfig().to_dict()
+    del values["resize_method"]
+    assert TrainConfig.from_dict(values).resize_method == "bilinear"
+
+
+def test_the_tfrecord_inputs_read_with_the_configs_preprocessing(monkeypatch):
+    import keras_csl.data
+    from keras_csl.training import inputs
+
+    calls = []
+    monkeypatch.setattr(keras_csl.data, "make_dataset",
+                        lambda *args, **kwargs: calls.append(kwargs))
+    config = TrainConfig(train_files="d/train-*.tfrecord", val_files="d/val-*.tfrecord",
+                         train_examples=8, resize_mode="pad",
+                         resize_method="pillow_bicubic", jpeg_downscale=False)
+    train_data, val_data, _ = inputs.tfrecord_data(config, 4)
+    train_data(None, 0)
+    val_data(None)
+    assert len(calls) == 2
+    for kwargs in calls:
+        assert (kwargs["resize_mode"], kwargs["resize_method"],
+                kwargs["jpeg_downscale"]) == ("pad", "pillow_bicubic", False)
 
 
 def test_defaults():
@@ -125,6 +162,7 @@ def test_defaults():
     assert (loss["gamma_pos"], loss["gamma_neg"], loss["gamma_unannotated"]) == (0, 1, 2)
     assert (loss["prior_threshold"], loss["likelihood_topk"]) == (0.05, 5)
     assert (config.resize_mode, config.jpeg_downscale) == ("squash", True)
+    assert config.resize_method == "bilinear"
 
 
 @pytest.mark.parametrize("name", ["coco_rps", "coco_fpc", "openimages"])
