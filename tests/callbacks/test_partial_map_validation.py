@@ -60,8 +60,10 @@ def test_memory_is_the_metrics_buffers():
     bounded, _ = evaluate(model, (X, Y), num_thresholds=500)
     sizes = {v.path.split("/")[-1]: int(np.prod(v.shape)) * 4
              for v in bounded.metric.variables}
-    # 8 bytes per class and bin (positive and negative counts) + NaN counts.
-    assert sum(sizes.values()) == 8 * 4 * 500 + 4 * 4
+    # 8 bytes per class and bin (positive and negative counts), the NaN
+    # counts per class and the counter of batches with bad targets.
+    assert sizes == {"positive_counts": 4 * 4 * 500, "negative_counts": 4 * 4 * 500,
+                     "nan_counts": 4 * 4, "rejected_batches": 4}
     exact, _ = evaluate(model, (X, Y), num_thresholds=None, max_samples=45)
     sizes = sum(int(np.prod(v.shape)) * 4 for v in exact.metric.variables)
     assert sizes == 8 * 45 * 4 + 8  # scores and codes, + two counters
