@@ -65,8 +65,10 @@ def test_memory_is_the_metrics_buffers():
     assert sizes == {"positive_counts": 4 * 4 * 500, "negative_counts": 4 * 4 * 500,
                      "nan_counts": 4 * 4, "rejected_batches": 4}
     exact, _ = evaluate(model, (X, Y), num_thresholds=None, max_samples=45)
-    sizes = sum(int(np.prod(v.shape)) * 4 for v in exact.metric.variables)
-    assert sizes == 8 * 45 * 4 + 8  # scores and codes, + two counters
+    sizes = {v.path.split("/")[-1]: int(np.prod(v.shape)) * 4
+             for v in exact.metric.variables}
+    # Scores and codes (4 bytes each per sample and class), + 3 counters.
+    assert sum(sizes.values()) == 8 * 45 * 4 + 3 * 4, sizes
 
 
 def test_two_replicas_score_like_one_device(two_cpu_strategy):
