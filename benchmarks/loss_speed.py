@@ -59,8 +59,9 @@ fails otherwise (also a mismatch with the authors' loss) is reported with
 its error, after the table of the others, and the script exits with
 status 1.
 
-Expected time on 2 cores: about 2 minutes; with `--authors_loss` about 4
-(their loss takes 0.3-0.5 s at 256 x 9,605); `--sweep` about 1 minute.
+Time on 2 quiet cores (`/usr/bin/time`, 2026-11-30, `--repeats=50`):
+35-39 s; with `--authors_loss` about 2 minutes (their loss takes 0.3-0.4 s
+at 256 x 9,605); `--sweep --repeats=30` 45 s.
 """
 
 import json

@@ -47,10 +47,9 @@ process's, plus the PIL workers' own time per task), which other processes
 disturb less than wall time. The last table sets each pipeline on
 `short256` against itself on `original`: what re-encoding the shards buys.
 
-Expected time with the defaults and `--threads=1,0`: about 5-6 minutes on
-2 idle cores, an estimate from the CPU time per image of a small run on a
-loaded machine (`--images=128 --rounds=2 --threads=1` took 3 minutes
-there, most of it start-up under load); not yet timed on a quiet machine.
+Time with the defaults and `--threads=1,0`: 4 min 56 s on 2 quiet cores
+(`/usr/bin/time`, 2026-11-30); the per-part run of docs/PIPELINE.md
+(`--inputs=original --pipelines=tf_bare,eval,train_no_aug,...`) 1 min 41 s.
 Prints a note and exits 0 when ../shared/data/coco-sample is absent.
 """
 

@@ -45,9 +45,9 @@ processes hits neighbouring measurements alike), and the CPU time per
 image of this process, which other processes disturb less than wall time.
 On a shared machine read the ratios and the CPU times, not the images/s.
 
-Expected time with the defaults: 75 s on the shared 2-core machine
-(load average 2-4; `--images=64 --rounds=1` took 18 s there); not yet
-timed on a quiet one. Prints a note and exits 0 when
+Time with the defaults: 71 s on 2 quiet cores (`/usr/bin/time`,
+2026-11-30; `--images=64 --rounds=1` took 18 s on a loaded machine).
+Prints a note and exits 0 when
 ../shared/data/coco-sample is absent.
 """
 

@@ -24,8 +24,8 @@ interleaved rounds (the table shows the median of the rounds, the range in
 brackets). The machine line gives the CPU count and the load average:
 numbers from a loaded machine are upper bounds.
 
-Expected time: a few minutes on 2 idle cores (the ResNet50 calls
-dominate; not yet timed on an idle machine); `--quick` took 29 s on a
+Time with the defaults: 1 min 21 s on 2 quiet cores (`/usr/bin/time`,
+2026-11-30; the ResNet50 calls dominate); `--quick` took 29 s on a
 loaded 2-core machine.
 """
 

@@ -41,10 +41,11 @@ so it also holds the per-batch callbacks: give the tiny CNN enough steps.
 The backend is `KERAS_BACKEND` (default tensorflow); XLA follows Keras's
 `jit_compile="auto"` (off on a CPU-only machine) unless `--jit_compile`.
 
-Expected time on 2 shared CPU cores (load about 1-2), defaults (tiny and
-resnet50, 80 and 9,605 classes, batch 32, 2 rounds): about 6 minutes,
-nearly all ResNet-50 (about 6 s per step there, 15-20 s to trace each
-step); with `--loop` about 10 minutes. `--models=tiny`: about 15 s.
+Time on 2 quiet cores with `--loop` (defaults otherwise: tiny and
+resnet50, 80 and 9,605 classes, batch 32, 2 rounds): 9 min 52 s
+(`/usr/bin/time`, 2026-11-30), nearly all ResNet-50 (about 6 s per step,
+15-20 s to trace each step); without `--loop` less (not timed on a quiet
+machine; about 6 minutes on a shared one). `--models=tiny`: about 15 s.
 """
 
 import os

@@ -22,7 +22,8 @@ What it does, in one run on the same CPU and thread count:
    Keras's ResNet-50, same CSL loss, Adam, `train_on_batch` (traced once;
    the tracing time is printed apart). Printed: s per step, images/s, ratio.
 
-Time on 2 quiet cores: about 10 minutes (figure: measure it with `time`).
+Time on 2 quiet cores: 4 min 42 s with `--stages` (`/usr/bin/time`,
+2026-11-30; docs/MODELS.md, section 10, has that run's figures).
 Timings on a loaded machine are meaningless: run it alone.
 """
 
