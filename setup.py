@@ -44,6 +44,11 @@ setup(
             # extra: its torchvision needs a CUDA torch, so the TResNet
             # parity tests use committed golden fixtures when it is absent.
             "torch==2.13.0",
+            # Independent references: the safetensors package for our NumPy
+            # reader of .safetensors checkpoints, and TF Serving's own
+            # PredictionService protos for the gRPC client of SERVING.md.
+            "safetensors>=0.4",
+            "tensorflow-serving-api>=2.16",
         ],
         # keras-hub backbones: build_model("hub:<preset>").
         "hub": ["keras-hub>=0.21"],
