@@ -55,12 +55,11 @@ the tree was dirty, the command, versions and times), `tables.md` and PNG
 plots to `--output_dir` (default docs/results), and prints the tables.
 
 Measured time of the full study (`--seeds=3`, the first command) on a
-2-core CPU (AMD EPYC) **shared with other jobs** (one-minute load average
-5 to 8 on the 2 cores throughout, partly from short test runs of my own):
-mulan 516 s, digits 2,366 s,
-coco 115 s, 50 minutes in all (docs/results/records.json, "wall_seconds");
-an idle machine should be faster. The smoke command took 71 s on the same
-shared machine (load average 3-5).
+quiet 2-core CPU (AMD EPYC; load average below 1 before the run, two
+short jobs of about 2 minutes beside it):
+mulan 273 s, digits 956 s, coco 42 s, 21 min 33 s in all with start-up
+(`/usr/bin/time`; docs/results/records.json, "wall_seconds", 2026-11-30).
+The smoke command took 71 s on a shared machine (load average 3-5).
 """
 
 import datetime
