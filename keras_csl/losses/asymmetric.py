@@ -93,8 +93,4 @@ class AsymmetricLoss(keras.losses.Loss):
         return config
 
 
-expose_settings(
-    AsymmetricLoss,
-    AsymmetricLossSettings,
-    (("reduction", "sum_over_batch_size"), ("name", "asymmetric_loss"), ("dtype", None)),
-)
+expose_settings(AsymmetricLoss, AsymmetricLossSettings)

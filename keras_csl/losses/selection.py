@@ -30,7 +30,8 @@ shifted and capped at 1 when `clip > 0`: every entry with `p <= clip` then
 ties at 1, and every logit above about 16.6 at 0 (`p` rounds to 1). Where
 the k-th entry is not in such a tie the selection is the same; where it is,
 theirs drops an arbitrary subset of the tie and this drops the highest
-logits (tests/losses/test_selective_loss.py, `TestAuthorsDifferences`).
+logits (tests/losses/test_authors_differences.py,
+`test_clip_ranking_ties_change_nothing`).
 """
 
 import numpy as np

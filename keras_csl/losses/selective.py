@@ -14,9 +14,7 @@ from keras_csl.losses.settings import signature
 from keras_csl.priors import validate_prior
 
 
-def class_aware_selective_loss(
-    y_true, y_pred, *, prior=None, check_inputs=True, **settings
-):
+def class_aware_selective_loss(y_true, y_pred, *, prior=None, **settings):
     """Per-sample CSL loss, the function behind `ClassAwareSelectiveLoss`.
 
     Takes the same settings as `ClassAwareSelectiveLoss` (same names, same
@@ -35,9 +33,6 @@ def class_aware_selective_loss(
         y_pred: logits (or probabilities, `from_logits=False`) of the same
             shape.
         prior: `None` or a float tensor of shape `[classes]`.
-        check_inputs: check target values and shapes (default). `False`
-            skips the checks: only for measuring what they cost
-            (benchmarks/loss_speed.py).
         **settings: any of the `ClassAwareSelectiveLoss` settings.
 
     Returns:
@@ -52,15 +47,13 @@ def class_aware_selective_loss(
     settings = SelectiveLossSettings.from_arguments(
         settings, "class_aware_selective_loss"
     )
-    return selective_loss(
-        y_true, y_pred, settings, prior=prior, check_inputs=check_inputs
-    )
+    return selective_loss(y_true, y_pred, settings, prior=prior)
 
 
 class_aware_selective_loss.__signature__ = signature(
     SelectiveLossSettings,
     ("y_true", "y_pred"),
-    (("prior", None), ("check_inputs", True)),
+    (("prior", None),),
 )
 
 
@@ -98,8 +91,8 @@ def selective_loss(
     # (fused with the loss: no extra pass); elsewhere it raises, or (XLA in
     # TensorFlow) the assertion's boolean turns the loss into NaN below.
     entry_by_entry = target_checks.traced_without_assertions(targets)
-    values_ok = target_checks.check_values(
-        targets, valid, allowed, caller, reduce=not entry_by_entry
+    values_ok = None if entry_by_entry else target_checks.check_values(
+        targets, valid, allowed, caller
     )
     per_sample = _per_sample_loss(
         y_pred, positive, unannotated, settings, prior,
@@ -476,11 +469,4 @@ class ClassAwareSelectiveLoss(keras.losses.Loss):
 expose_settings(
     ClassAwareSelectiveLoss,
     SelectiveLossSettings,
-    (
-        ("num_classes", None),
-        ("prior", None),
-        ("reduction", "sum_over_batch_size"),
-        ("name", "class_aware_selective_loss"),
-        ("dtype", None),
-    ),
 )

@@ -170,13 +170,14 @@ def signature(settings_class, positional, keyword):
     return inspect.Signature(parameters)
 
 
-def expose_settings(loss_class, settings_class, keras_parameters):
+def expose_settings(loss_class, settings_class):
     """Gives `loss_class` read-only attributes and a signature per setting.
 
     `loss.gamma_neg` reads `loss.settings.gamma_neg`; assigning it raises,
     since the compiled loss would not see a new value. The constructor's
-    signature (for `help()` and `inspect`) lists the settings, then
-    `keras_parameters` (`(name, default)` pairs), all keyword-only.
+    signature (for `help()` and `inspect`) lists the settings, then the
+    constructor's own keyword-only arguments with their defaults (those
+    before its `**settings`).
     """
     for name in settings_class.names():
         setattr(
@@ -187,6 +188,10 @@ def expose_settings(loss_class, settings_class, keras_parameters):
                 doc=f"The `{name}` setting (read-only).",
             ),
         )
+    own = inspect.signature(loss_class.__init__).parameters.values()
+    keras_parameters = [
+        (p.name, p.default) for p in own if p.kind is p.KEYWORD_ONLY
+    ]
     loss_class.__init__.__signature__ = signature(
         settings_class, ("self",), keras_parameters
     )

@@ -18,8 +18,8 @@ depends on where it runs:
 - XLA (`jit_compile=True`) and `jax.jit`: nothing can raise at run time
   (XLA drops TensorFlow's assertions), so the callers turn the boolean
   returned here into NaN (the loss of the batch and its gradient become
-  NaN, the metric's result NaN); under `jax.jit` the loss may instead make
-  each bad entry NaN (`check_values(..., reduce=False)`).
+  NaN, the metric's result NaN); under `jax.jit` the loss instead makes
+  each bad entry NaN and does not call `check_values`.
 """
 
 import keras
@@ -104,7 +104,7 @@ def check_rows(y_true, y_pred, caller):
     return y_true, ok
 
 
-def check_values(y_true, valid, allowed, caller, reduce=True):
+def check_values(y_true, valid, allowed, caller):
     """Checks that every target is one of `allowed`.
 
     Args:
@@ -113,24 +113,19 @@ def check_values(y_true, valid, allowed, caller, reduce=True):
             allowed (the caller builds it from the masks it needs anyway).
         allowed: `PARTIAL_TARGETS` or `FULL_TARGETS`.
         caller: name used in messages.
-        reduce: where nothing can raise (`traced_without_assertions`),
-            whether to reduce `valid` to one boolean. A caller that turns
-            `valid` into NaN entry by entry passes False and saves a pass
-            over the targets.
 
     Returns:
         `None` when the targets were checked eagerly (they are fine:
-        otherwise this raised) or `reduce` is False where nothing can
-        raise, else a boolean scalar tensor, False when a target is not
-        allowed.
+        otherwise this raised), else a boolean scalar tensor, False when a
+        target is not allowed.
 
     Raises:
         ValueError: eagerly, naming the count, the first bad entry and the
             bad values.
     """
-    if traced_without_assertions(y_true):
-        return ops.all(valid) if reduce else None
     ok = ops.all(valid)
+    if traced_without_assertions(y_true):
+        return ok
     if is_concrete(ok):
         if not bool(ops.convert_to_numpy(ok)):
             raise ValueError(_values_message(y_true, allowed, caller))
