@@ -77,6 +77,12 @@ import numpy as np
 from absl import app
 from absl import flags
 
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)  # _machine
+
+from _machine import cpu_model  # noqa: E402
+
 FLAGS = flags.FLAGS
 
 
@@ -428,19 +434,13 @@ def provenance(argv):
     import tensorflow as tf
 
     status = git("status", "--porcelain", "--untracked-files=no")
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     return dict(
         commit=git("rev-parse", "HEAD") or None,
         dirty=None if status is None else bool(status),
         changed_files=[] if not status else [line[3:] for line in status.splitlines()],
         command=" ".join(["python benchmarks/partial_label_study.py", *argv[1:]]),
         started_utc=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        machine=f"{os.cpu_count()} CPUs ({cpu})",
+        machine=f"{os.cpu_count()} CPUs ({cpu_model()})",
         load_average_start=list(os.getloadavg()),
         python=platform.python_version(), tensorflow=tf.__version__,
         keras=keras.__version__, numpy=np.__version__,

@@ -60,13 +60,19 @@ import json
 import multiprocessing
 import os
 import pathlib
-import platform
 import statistics
+import sys
 import tempfile
 import time
 
 from absl import app
 from absl import flags
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)  # _machine
+
+from _machine import load_average, machine  # noqa: E402
 
 DEFAULT_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "coco-sample"
 INPUTS = ("original", "short256")
@@ -215,7 +221,6 @@ class PilPipelines:
     def __init__(self, encoded, size, workers):
         context = multiprocessing.get_context("spawn")
         self.pool = context.Pool(workers, _pil_worker_init, (encoded, size))
-        self.workers = workers
         self.position = 0
 
     def measure(self, input_name, recipe, batch, num_images, warmup=3):
@@ -361,25 +366,10 @@ def format_tables(rows, inputs, pipelines):
 
 
 def _machine():
+    import PIL
     import tensorflow as tf
 
-    model = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    import PIL
-
-    return (f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, "
-            f"TensorFlow {tf.__version__}, Pillow {PIL.__version__}")
-
-
-def _load():
-    try:
-        return "load average %.2f %.2f %.2f" % os.getloadavg()
-    except OSError:
-        return "load average unknown"
+    return f"{machine()}, TensorFlow {tf.__version__}, Pillow {PIL.__version__}"
 
 
 def main(argv):
@@ -392,6 +382,17 @@ def main(argv):
         unknown = [v for v in values if v not in known]
         if unknown:
             raise app.UsageError(f"Invalid value for flag --{flag}. Expected some of {known}. Received: {unknown}")
+    for flag in ("image_size", "batch_size", "images", "rounds"):
+        if getattr(FLAGS, flag) < 1:
+            raise app.UsageError(
+                f"Invalid value for flag --{flag}. Expected an integer >= 1. "
+                f"Received: {getattr(FLAGS, flag)}"
+            )
+    if not all(t.isdigit() for t in FLAGS.threads):
+        raise app.UsageError(
+            "Invalid value for flag --threads. Expected integers >= 0. "
+            f"Received: {FLAGS.threads}"
+        )
     pipelines = [p for p in PIPELINES + PARTS if p in FLAGS.pipelines]
     if "pil_recipe" in pipelines and importlib.util.find_spec("randaugment") is None:
         print("pil_recipe: skipped, the `randaugment` package is not installed "
@@ -403,7 +404,7 @@ def main(argv):
     size, batch = FLAGS.image_size, FLAGS.batch_size
     print(f"{len(images)} JPEGs from {folder}, {size} px, batch {batch}")
     print(_machine())
-    print(f"before: {_load()}")
+    print(f"before: {load_average()}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         sets = {"original": images}
@@ -435,7 +436,7 @@ def main(argv):
                 if pil is not None:
                     pil.close()
     print(format_tables(rows, inputs, pipelines))
-    print(f"\nafter: {_load()}")
+    print(f"\nafter: {load_average()}")
     if FLAGS.json:
         pathlib.Path(FLAGS.json).write_text(json.dumps(rows, indent=1))
     return 0

@@ -55,12 +55,18 @@ import io
 import json
 import os
 import pathlib
-import platform
 import statistics
+import sys
 import time
 
 from absl import app
 from absl import flags
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)  # _machine
+
+from _machine import load_average, machine  # noqa: E402
 
 DEFAULT_DATA = (
     pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "coco-sample"
@@ -263,23 +269,7 @@ def _machine():
     import PIL
     import tensorflow as tf
 
-    model = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(
-                line.split(":", 1)[1].strip() for line in f if line.startswith("model name")
-            )
-    except (OSError, StopIteration):
-        pass
-    return (f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, "
-            f"TensorFlow {tf.__version__}, Pillow {PIL.__version__}")
-
-
-def _load():
-    try:
-        return "load average %.2f %.2f %.2f" % os.getloadavg()
-    except OSError:
-        return "load average unknown"
+    return f"{machine()}, TensorFlow {tf.__version__}, Pillow {PIL.__version__}"
 
 
 def main(argv):
@@ -301,7 +291,7 @@ def main(argv):
     size = FLAGS.image_size
     print(f"{len(photos)} JPEGs from {folder}, {size} px")
     print(_machine())
-    print(f"before: {_load()}")
+    print(f"before: {load_average()}")
     pixels = pixel_differences(photos, size, list(WAYS) + list(STEPS))
     print(format_pixel_table(pixels, size))
     rows = []
@@ -311,7 +301,7 @@ def main(argv):
             FLAGS.images, FLAGS.rounds,
         )
         print(format_speed_table(rows, FLAGS.threads))
-    print(f"after: {_load()}")
+    print(f"after: {load_average()}")
     if FLAGS.json:
         with open(FLAGS.json, "w") as f:
             json.dump(dict(image_size=size, machine=_machine(), pixels=pixels,

@@ -21,7 +21,8 @@ Inputs: the JPEGs of ../shared/data/coco-sample/images as they are (about
 640 x 480) where present, and generated 224 x 224 JPEGs. Each figure is the
 median over `--calls` calls after `--warmup` calls, in `--rounds`
 interleaved rounds (the table shows the median of the rounds, the range in
-brackets). The machine line gives the CPU count and the load average:
+brackets). The machine line gives the CPU count and model, the versions and
+the load average:
 numbers from a loaded machine are upper bounds.
 
 Time with the defaults: 1 min 21 s on 2 quiet cores (`/usr/bin/time`,
@@ -31,13 +32,19 @@ loaded 2-core machine.
 
 import os
 import pathlib
-import platform
 import statistics
+import sys
 import tempfile
 import time
 
 from absl import app
 from absl import flags
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)  # _machine
+
+from _machine import load_average, machine  # noqa: E402
 
 DEFAULT_DATA = (
     pathlib.Path(__file__).resolve().parents[1].parent
@@ -180,10 +187,11 @@ def main(argv):
         models, sizes, image_size, FLAGS.num_classes, calls, warmup, rounds,
         FLAGS.data if pathlib.Path(FLAGS.data).is_dir() else None,
     )
-    load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",) * 3
+    import tensorflow as tf
+
     print(
-        f"Machine: {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
-        f"load average {load[0]:.1f} at the end; {image_size} px, "
+        f"Machine: {machine()}, TensorFlow {tf.__version__}; {load_average()} at the end; "
+        f"{image_size} px, "
         f"{FLAGS.num_classes} classes, median of {calls} calls after {warmup}, "
         f"{rounds} rounds."
     )

@@ -580,6 +580,18 @@ def test_pipeline_speed_rejects_an_unknown_pipeline(tmp_path):
     assert "['trian']" in result.stderr
 
 
+
+@pytest.mark.parametrize("flag", ["--images=0", "--rounds=0", "--batch_size=0",
+                                  "--image_size=-1", "--threads=1,-2"])
+def test_pipeline_speed_rejects_numbers_out_of_range(tmp_path, flag):
+    data = _coco_like_sample(tmp_path / "sample", count=1)
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "pipeline_speed.py"), f"--data={data}", flag],
+        env=_env(), capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0
+    assert f"Invalid value for flag {flag.split('=')[0]}" in result.stderr
+
 def test_pipeline_speed_ratios_are_per_round_on_the_same_input():
     rows = [
         dict(threads=1, round=k, input=i, pipeline=p, images_per_s=v, cpu_ms=1.0)
