@@ -43,9 +43,10 @@ The backend is `KERAS_BACKEND` (default tensorflow); XLA follows Keras's
 
 Time on 2 quiet cores with `--loop` (defaults otherwise: tiny and
 resnet50, 80 and 9,605 classes, batch 32, 2 rounds): 9 min 52 s
-(`/usr/bin/time`, 2026-11-30), nearly all ResNet-50 (about 6 s per step,
-15-20 s to trace each step); without `--loop` less (not timed on a quiet
-machine; about 6 minutes on a shared one). `--models=tiny`: about 15 s.
+(`/usr/bin/time`, 2026-11-30), nearly all ResNet-50 (about 6 s per step;
+tracing each step took 15-20 s in earlier runs on a shared machine);
+without `--loop` less (not timed on a quiet machine; about 6 minutes in
+an earlier run on a shared one). `--models=tiny`: about 15 s.
 """
 
 import os
