@@ -44,7 +44,6 @@ and memory in docs/MODELS.md. `.pth` files need
 """
 
 import argparse
-import csv
 import dataclasses
 import json
 import logging
@@ -63,14 +62,13 @@ from keras_csl.models.tresnet import preprocessing_layers
 logger = logging.getLogger(__name__)
 
 DEFAULT_IMAGE_SIZE = 224
-DESCRIPTIONS_HEADER = ("LabelName", "DisplayName")
 # The model card's preprocessing for each checkpoint layout (see the module
 # docstring): the authors' `infer.py`, or keras-csl's defaults for timm's.
 CARD_PREPROCESSING = {
     "authors": dict(
         resize_mode="squash", resize_method="pillow_bicubic", jpeg_downscale=False
     ),
-    "timm": dict(resize_mode="squash", resize_method="bilinear", jpeg_downscale=True),
+    "timm": {},
 }
 
 
@@ -106,12 +104,6 @@ class Conversion:
     unnamed_classes: tuple = ()
     ignored_entries: tuple = ()
 
-    def to_dict(self):
-        values = dataclasses.asdict(self)
-        values["unnamed_classes"] = list(self.unnamed_classes)
-        values["ignored_entries"] = list(self.ignored_entries)
-        return values
-
 
 def convert_checkpoint(
     checkpoint,
@@ -145,7 +137,8 @@ def convert_checkpoint(
         classes_csv: keras-csl `classes.csv` (`index,class_id,display_name`)
             naming the outputs; overrides the checkpoint's `idx_to_class`.
         class_descriptions: OpenImages class descriptions CSV
-            (`LabelName,DisplayName`) giving the display names of MIDs.
+            (`LabelName,DisplayName`) giving the display names of MIDs;
+            it must name at least one of the class ids.
         image_size: input side of the model (a multiple of 4, >= 32); the
             authors' OpenImages models are trained at 224.
         allow_pickle: let torch unpickle arbitrary objects in a `.pth`
@@ -156,7 +149,8 @@ def convert_checkpoint(
 
     Raises:
         ValueError: for unknown or missing keys, shape mismatches, an
-            unknown architecture, or class files that do not fit the head.
+            unknown architecture, class files that do not fit the head, or
+            a class descriptions file that names none of the class ids.
         ImportError: for a `.pth` file without torch installed.
     """
     output = os.fspath(output)
@@ -181,7 +175,7 @@ def convert_checkpoint(
     network = build_tresnet(spec, image_size, name=network_name)
     model = assemble_classifier(
         preprocessing_layers(), network, num_classes, image_size, head_hidden=head_hidden,
-        name=f"csl_{network_name}", architecture=name,
+        name=f"csl_{network_name}",
     )
     report = tresnet_checkpoint.load_state_dict(model, network_name, state, layout)
 
@@ -274,38 +268,26 @@ def _classes(num_classes, classes_csv, idx_to_class, checkpoint):
     return [by_index[i] for i in range(num_classes)], None, "idx_to_class"
 
 
-def read_class_descriptions(path):
-    """Reads an OpenImages class descriptions CSV: `{MID: display name}`.
+def _read_class_descriptions(path):
+    """`{class id: display name}` of a class descriptions CSV (local or URL).
 
-    The file (`oidv6-class-descriptions.csv`) has the header
-    `LabelName,DisplayName` and one row per MID.
-
-    Raises:
-        ValueError: for a missing file, another header, or a bad row.
+    The reader of the dataset converters: an optional `LabelName,DisplayName`
+    header, a UTF-8 byte order mark allowed; a malformed row or a class id
+    named twice differently is an error naming the file and line.
     """
+    import tensorflow as tf
+
+    from keras_csl.data.converters.common import read_class_descriptions
+    from keras_csl.data.writer import Problems
+
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not tf.io.gfile.exists(path):
         raise ValueError(
             "Invalid value for argument `class_descriptions`. Expected an "
             f"existing CSV file. Received: class_descriptions={path!r} (no such file)"
         )
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = csv.reader(handle)
-        header = next(rows, None)
-        if header is None or tuple(header[:2]) != DESCRIPTIONS_HEADER:
-            raise ValueError(
-                f"Invalid class descriptions file {path}: expected the header "
-                f"{','.join(DESCRIPTIONS_HEADER)}. Received: {header!r}"
-            )
-        names = {}
-        for line, row in enumerate(rows, 2):
-            if len(row) < 2 or not row[0]:
-                raise ValueError(
-                    f"Invalid class descriptions file {path}, line {line}: "
-                    f"expected LabelName,DisplayName. Received: {row!r}"
-                )
-            names[row[0]] = row[1]
-    return names
+    class_ids, names = read_class_descriptions(path, Problems(strict=True))
+    return dict(zip(class_ids, names))
 
 
 def _display_names(class_ids, class_descriptions, classes_from):
@@ -317,8 +299,16 @@ def _display_names(class_ids, class_descriptions, classes_from):
                 "ids (e.g. %r) as display names.", len(class_ids), class_ids[0],
             )
         return list(class_ids), ()
-    descriptions = read_class_descriptions(class_descriptions)
+    descriptions = _read_class_descriptions(class_descriptions)
     unnamed = tuple(i for i in class_ids if i not in descriptions)
+    if len(unnamed) == len(class_ids):
+        raise ValueError(
+            "Invalid value for argument `class_descriptions`. None of the "
+            f"{len(class_ids)} class ids (e.g. {class_ids[0]!r}) is in "
+            f"{class_descriptions}: expected an OpenImages class descriptions "
+            "CSV (LabelName,DisplayName rows) naming the checkpoint's class "
+            f"ids. Received: class_descriptions={os.fspath(class_descriptions)!r}"
+        )
     if unnamed:
         logger.warning(
             "%d of %d class ids have no display name in %s (their id is used): "
@@ -356,7 +346,7 @@ def main(argv=None):
         classes_csv=args.classes_csv, class_descriptions=args.class_descriptions,
         image_size=args.image_size, allow_pickle=args.allow_pickle,
     )
-    print(json.dumps(conversion.to_dict(), indent=1))
+    print(json.dumps(dataclasses.asdict(conversion), indent=1))
     return 0
 
 

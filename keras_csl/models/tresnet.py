@@ -261,7 +261,6 @@ def tresnet_backbone(variant):
     spec = TRESNET_VARIANTS[variant]
 
     def build(image_size, weights):
-        check_image_size(image_size)
         if weights == "imagenet":
             raise ValueError(
                 "Invalid value for argument `weights`. TResNet weights cannot "

@@ -63,10 +63,10 @@ _SAFETENSORS_DTYPES = {
 def read_checkpoint(path, allow_pickle=False):
     """Reads a `.pth` or `.safetensors` file: `(state_dict, extras)`.
 
-    `state_dict` maps key to NumPy array. `extras` holds what else the file
-    has: `"idx_to_class"` (the authors' `{index: class id}`), `"metadata"`
-    (a safetensors header's), `"ignored"` (other top-level entries of a
-    `.pth` dict, e.g. an optimizer state, not converted).
+    `state_dict` maps key to NumPy array. `extras` holds what else a `.pth`
+    file has: `"idx_to_class"` (the authors' `{index: class id}`),
+    `"ignored"` (other top-level entries of a `.pth` dict, e.g. an
+    optimizer state, not converted).
 
     Args:
         path: the checkpoint file.
@@ -84,8 +84,8 @@ def read_checkpoint(path, allow_pickle=False):
             f".pth or .safetensors file. Received: checkpoint={path!r} (no such file)"
         )
     if path.endswith(".safetensors"):
-        tensors, metadata = read_safetensors(path)
-        return _strip_module_prefix(tensors), {"metadata": metadata}
+        tensors, _ = read_safetensors(path)
+        return _strip_module_prefix(tensors), {}
     return _read_torch(path, allow_pickle)
 
 

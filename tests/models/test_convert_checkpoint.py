@@ -16,8 +16,9 @@ import pytest
 from keras_csl.models import read_model_card
 from keras_csl.models import tresnet_checkpoint
 from keras_csl.models.convert_checkpoint import _classes
+from keras_csl.models.convert_checkpoint import _display_names
+from keras_csl.models.convert_checkpoint import _read_class_descriptions
 from keras_csl.models.convert_checkpoint import convert_checkpoint
-from keras_csl.models.convert_checkpoint import read_class_descriptions
 from keras_csl.models.tresnet import TResNetSpec
 from keras_csl.models.tresnet_checkpoint import infer_head
 from keras_csl.models.tresnet_checkpoint import read_checkpoint
@@ -183,6 +184,22 @@ def test_non_finite_weights_are_refused(tiny_state, tmp_path, monkeypatch):
         _convert_state(tiny_state, tmp_path, monkeypatch)
 
 
+def test_dataparallel_module_prefix_is_stripped(tiny_state, tmp_path):
+    # torch's DataParallel saves every key as "module.<key>".
+    codes = {np.dtype("float32"): "F32", np.dtype("int64"): "I64"}
+    path = tmp_path / "dataparallel.safetensors"
+    write_safetensors(path, {
+        f"module.{key}": (codes[value.dtype], value.shape, value.tobytes())
+        for key, value in tiny_state.items()
+    })
+    state, _ = read_checkpoint(path)
+    assert sorted(state) == sorted(tiny_state)
+    conversion = convert_checkpoint(path, tmp_path / "x.keras", architecture="custom",
+                                    image_size=40)
+    assert (conversion.layout, conversion.num_classes, conversion.counters_skipped) == (
+        "timm", 5, 14)
+
+
 def test_idx_to_class_order_and_checks():
     ids, names, source = _classes(3, None, {2: "/m/c", "0": "/m/a", 1: "/m/b"}, "ck")
     assert (ids, names, source) == (["/m/a", "/m/b", "/m/c"], None, "idx_to_class")
@@ -202,19 +219,29 @@ def test_classes_csv_must_fit_the_head(tmp_path):
 
 
 def test_class_descriptions_file_checks(tmp_path):
-    bad = tmp_path / "bad.csv"
-    bad.write_text("mid,name\n/m/01yrx,Cat\n")
-    with pytest.raises(ValueError, match="expected the header LabelName,DisplayName"):
-        read_class_descriptions(bad)
+    ids = ["/m/01yrx", "/m/0bt9lr"]
+    # A byte order mark (a spreadsheet's "CSV UTF-8") before the header.
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes("\ufeffLabelName,DisplayName\n/m/01yrx,Cat\n".encode("utf-8"))
+    assert _display_names(ids, bom, "idx_to_class") == (["Cat", "/m/0bt9lr"], ("/m/0bt9lr",))
+    # keras-csl's classes.csv given by mistake: it names none of the ids.
+    wrong = tmp_path / "classes.csv"
+    wrong.write_text("index,class_id,display_name\n0,/m/01yrx,Cat\n1,/m/0bt9lr,Dog\n")
+    with pytest.raises(ValueError, match="None of the 2 class ids.*classes.csv.*LabelName"):
+        _display_names(ids, wrong, "idx_to_class")
+    twice = tmp_path / "twice.csv"
+    twice.write_text("LabelName,DisplayName\n/m/01yrx,Cat\n/m/01yrx,Kitten\n")
+    with pytest.raises(ValueError, match="twice.csv, line 3: duplicate class id"):
+        _display_names(ids, twice, "idx_to_class")
     with pytest.raises(ValueError, match="argument `class_descriptions`.*no such file"):
-        read_class_descriptions(tmp_path / "none.csv")
+        _display_names(ids, tmp_path / "none.csv", "idx_to_class")
 
 
 def test_real_openimages_class_descriptions(shared_data, tmp_path):
     path = shared_data / "openimages" / "oidv6-class-descriptions.csv"
     if not path.is_file():
         pytest.skip(f"{path} not found")
-    names = read_class_descriptions(path)
+    names = _read_class_descriptions(path)
     assert len(names) == 19994
     assert (names["/m/01yrx"], names["/m/0bt9lr"], names["/m/0k4j"]) == ("Cat", "Dog", "Car")
     pytest.importorskip("torch")

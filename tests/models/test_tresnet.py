@@ -4,7 +4,7 @@ Numbers against timm are in test_tresnet_parity.py; here the layers get
 hand-checked values and the models the package's own life cycle.
 """
 
-import importlib.util
+import json
 import os
 import pathlib
 import subprocess
@@ -23,6 +23,7 @@ from keras_csl.models.convert_checkpoint import convert_checkpoint
 from keras_csl.models.tresnet import TRESNET_VARIANTS
 from keras_csl.models.tresnet_layers import BlurPool2D
 from keras_csl.models.tresnet_layers import SpaceToDepth
+from keras_csl.training.recipe import load_config
 
 FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "tresnet"
 
@@ -132,14 +133,9 @@ def test_missing_weights_file_says_how_to_make_it():
 )
 def test_recipe_configs_use_the_papers_tresnet(name, size):
     path = pathlib.Path(__file__).resolve().parents[2] / "recipes" / "configs" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"_config_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config("full")
+    config = load_config(f"{path}:full")
     assert (config.backbone, config.image_size) == ("tresnet_m", size)
     assert config.weights == "models/tresnet_m_miil_in21k.keras"
-    smoke = module.get_config("smoke")  # CI stays on the tiny CNN
-    assert (smoke.backbone, smoke.weights) == ("tiny", None)
 
 
 @pytest.mark.parametrize("size", [30, 66, 28])
@@ -241,10 +237,10 @@ def test_keras_round_trip_in_a_fresh_process(tmp_path):
     expected = np.asarray(load_model(path).predict(images.astype("float32"), verbose=0))
     jobs = tmp_path / "jobs.json"
     output = tmp_path / "fresh.npy"
-    jobs.write_text(
-        '[{"checkpoint": null, "keras": "%s", "inputs": "%s", "output": "%s", '
-        '"image_size": 40}]' % (path, FIXTURES / "tiny_timm" / "inputs.npy", output)
-    )
+    jobs.write_text(json.dumps([{
+        "checkpoint": None, "keras": str(path), "output": str(output),
+        "inputs": str(FIXTURES / "tiny_timm" / "inputs.npy"), "image_size": 40,
+    }]))
     result = subprocess.run(
         [sys.executable, str(FIXTURES / "keras_logits.py"), str(jobs)],
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), capture_output=True,
@@ -261,14 +257,15 @@ def test_serving_export_of_a_converted_model(tmp_path):
     import tensorflow as tf
 
     from keras_csl.export import export_for_serving
+    from keras_csl.export import read_export_card
 
     path = _converted(tmp_path)
     model = load_model(path)
     card = get_model_card(model)
-    export = export_for_serving(
-        model, tmp_path / "export", card.class_ids, card.display_names,
-        top_k=3, resize_mode=card.resize_mode, jpeg_downscale=card.jpeg_downscale,
-    )
+    # Classes and preprocessing from the model's card alone.
+    export = export_for_serving(model, tmp_path / "export", top_k=3)
+    assert read_export_card(export) == card
+    assert card.display_names == ("Cat", "Dog", "Person", "Tree", "Flower")
     serving = tf.saved_model.load(export)
     images = np.load(FIXTURES / "tiny_timm" / "inputs.npy").astype("float32")
     outputs = serving.signatures["serve_images"](images=tf.constant(images))
