@@ -45,6 +45,7 @@ FLAGS = flags.FLAGS
 def define_flags():
     """Defines the command-line flags (only when run as a script)."""
     from keras_csl.models.card import RESIZE_METHODS
+    from keras_csl.models.card import RESIZE_MODES
 
     flags.DEFINE_string("export_dir", None, "A serving export (base path or version).")
     flags.DEFINE_string(
@@ -64,7 +65,7 @@ def define_flags():
         "pr_classes", [], "Classes to plot PR curves of (ids, names or indices)."
     )
     flags.DEFINE_enum(
-        "resize_mode", None, ["squash", "pad", "crop"],
+        "resize_mode", None, list(RESIZE_MODES),
         "Override, for a .keras model: the card's resize mode.",
     )
     flags.DEFINE_enum(

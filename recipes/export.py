@@ -38,6 +38,7 @@ FLAGS = flags.FLAGS
 def define_flags():
     """Defines the command-line flags (only when run as a script)."""
     from keras_csl.models.card import RESIZE_METHODS
+    from keras_csl.models.card import RESIZE_MODES
 
     flags.DEFINE_string("model", None, "A .keras model file (or a run folder).")
     flags.DEFINE_string("run_dir", None, "A training run folder (uses best.keras).")
@@ -50,7 +51,7 @@ def define_flags():
         "model card's classes.",
     )
     flags.DEFINE_enum(
-        "resize_mode", None, ["squash", "pad", "crop"],
+        "resize_mode", None, list(RESIZE_MODES),
         "Override: resize mode (default: the model card's).",
     )
     flags.DEFINE_enum(

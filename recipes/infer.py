@@ -39,6 +39,7 @@ FLAGS = flags.FLAGS
 def define_flags():
     """Defines the command-line flags (only when run as a script)."""
     from keras_csl.models.card import RESIZE_METHODS
+    from keras_csl.models.card import RESIZE_MODES
 
     flags.DEFINE_string("export_dir", None, "A serving export (base path or version).")
     flags.DEFINE_string(
@@ -53,7 +54,7 @@ def define_flags():
         "classes_csv", None, "Override, for a .keras model: the card's classes."
     )
     flags.DEFINE_enum(
-        "resize_mode", None, ["squash", "pad", "crop"],
+        "resize_mode", None, list(RESIZE_MODES),
         "Override, for a .keras model: the card's resize mode.",
     )
     flags.DEFINE_enum(

@@ -186,3 +186,60 @@ def override_card(card, source, classes_csv=None, **overrides):
                 getattr(new, key), getattr(card, key),
             )
     return new
+
+
+def check_fixed_card(card, owner, classes_csv=None, **settings):
+    """`card` (renamed by `classes_csv`) for a model whose preprocessing is fixed.
+
+    An export has its preprocessing in its graph, a `Predictor` in its
+    functions: a setting given for it must agree with its card, and a
+    `classes_csv` may only name its classes (or number them, where the
+    card's ids are indices).
+
+    Example:
+
+    ```python
+    card = ModelCard(image_size=32, class_ids=("a", "b"))
+    check_fixed_card(card, "export at exports/x", resize_mode="squash")  # card
+    check_fixed_card(card, "export at exports/x", resize_mode="pad")
+    # ValueError: ... The export at exports/x was made with
+    # resize_mode='squash'. Received: resize_mode='pad'
+    ```
+
+    Args:
+        card: the fixed `ModelCard`.
+        owner: what the card belongs to, for the messages and the log
+            (e.g. `"export at exports/coco"`).
+        classes_csv: a `classes.csv` whose names (and ids) replace the
+            card's.
+        **settings: `resize_mode`, `resize_method`, `jpeg_downscale`,
+            `from_logits`; None is no setting.
+
+    Returns:
+        The card to use.
+
+    Raises:
+        ValueError: for a setting other than the card's, or a `classes_csv`
+            whose class ids differ from the card's (unless those are
+            indices).
+    """
+    for name, given in settings.items():
+        if name not in OVERRIDABLE[2:]:
+            raise ValueError(
+                f"Invalid setting {name!r}: expected some of {list(OVERRIDABLE[2:])}."
+            )
+        if given is not None and given != getattr(card, name):
+            raise ValueError(
+                f"Invalid value for argument `{name}`. The {owner} was made "
+                f"with {name}={getattr(card, name)!r}. Received: {name}={given!r}"
+            )
+    if not classes_csv:
+        return card
+    csv_ids, _ = classes_from_csv(classes_csv, card.num_classes)
+    if card.class_ids not in (index_class_ids(card.num_classes), tuple(csv_ids)):
+        raise ValueError(
+            f"Invalid value for argument `classes_csv`. Its class ids differ "
+            f"from those of the {owner}. Received: "
+            f"classes_csv={os.fspath(classes_csv)!r}"
+        )
+    return override_card(card, owner, classes_csv=classes_csv)

@@ -257,14 +257,9 @@ def _make_archive(model, card, k):
     outputs_fn = signatures.make_outputs_fn(card.class_ids, card.display_names, k)
 
     def serve_bytes(image_bytes):
-        images, indices, valid = signatures.decode_valid_images(
-            image_bytes, card.image_size, card.resize_mode, card.jpeg_downscale,
-            card.resize_method,
+        return outputs_fn(
+            *signatures.encoded_probabilities(image_bytes, card, probabilities_fn)
         )
-        probabilities = signatures.scatter_rows(
-            probabilities_fn(images), indices, tf.shape(image_bytes)[0]
-        )
-        return outputs_fn(probabilities, valid)
 
     def serve_images(images):
         images, valid = signatures.finite_images(images)

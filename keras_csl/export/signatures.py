@@ -119,6 +119,23 @@ def scatter_rows(values, indices, count):
     return tf.scatter_nd(indices[:, None], values, shape)
 
 
+def encoded_probabilities(encoded, card, probabilities_fn):
+    """`(probabilities [N, C], valid [N])` of encoded files, as `card` says.
+
+    Decodes with the card's preprocessing (`decode_valid_images`) and runs
+    `probabilities_fn` (`make_probabilities_fn`) on the images that
+    decoded; the rows of the others are zeros and `valid` is False there.
+    """
+    images, indices, valid = decode_valid_images(
+        encoded, card.image_size, card.resize_mode, card.jpeg_downscale,
+        card.resize_method,
+    )
+    probabilities = scatter_rows(
+        probabilities_fn(images), indices, tf.shape(encoded)[0]
+    )
+    return probabilities, valid
+
+
 def make_probabilities_fn(model, num_classes, from_logits=True):
     """A function from images `[N, S, S, 3]` to float32 probabilities `[N, C]`.
 

@@ -80,7 +80,8 @@ def evaluate(
         label_overlay: a label overlay CSV (`image_id,positive,negative`)
             giving the partial labels to evaluate; images not in it keep
             the labels of the records.
-        resize_mode: for a `.keras` model, overrides the card's.
+        resize_mode: for a `.keras` model, overrides the card's; for an
+            export or a `Predictor`, a value other than the card's raises.
         num_thresholds: `None` (default): exact APs from every prediction,
             kept in memory (about 29 bytes per image and class). An integer
             (e.g. 1000): stream the batches through
@@ -89,13 +90,13 @@ def evaluate(
             overlay) whatever the number of images; mAP within about 0.03
             points of the exact one unless the scores barely vary
             (docs/METRICS.md); PR curves drawn from the histograms.
-        jpeg_downscale: for a `.keras` model, overrides the card's.
-        from_logits: for a `.keras` model, overrides the card's.
+        jpeg_downscale: as `resize_mode`.
+        from_logits: as `resize_mode`.
         check_shards: check that `data` names a whole shard set written by
             the converter, with the model's number of classes in its
             `classes.csv` (`keras_csl.data.make_dataset`); False reads
             hand-made or partial shard sets.
-        resize_method: for a `.keras` model, overrides the card's.
+        resize_method: as `resize_mode`.
 
     Returns:
         A dict: `partial_map`, `partial_map_weighted`, `full_map` (percent;
@@ -107,7 +108,8 @@ def evaluate(
         paths of the files written (`files`).
 
     Raises:
-        ValueError: for classes that differ from the model's, an image size
+        ValueError: for classes that differ from the model's, settings
+            other than those of an export or a `Predictor`, an image size
             other than the model's, an invalid label overlay (a class index
             outside [0, C), no row) or one without image ids, an empty
             dataset, a `batch_size` that is not a positive int, or
@@ -117,30 +119,20 @@ def evaluate(
 
     from keras_csl.data import LabelOverlay
     from keras_csl.data import make_dataset
-    from keras_csl.inference.predictor import Predictor
-    from keras_csl.inference.predictor import load_predictor
+    from keras_csl.data.preprocessing import check_positive_int
+    from keras_csl.inference.predictor import as_predictor
 
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or (
-        batch_size < 1
-    ):
-        raise ValueError(
-            "Invalid value for argument `batch_size`. Expected a positive int. "
-            f"Received: batch_size={batch_size!r}"
-        )
+    batch_size = check_positive_int("batch_size", batch_size)
     if isinstance(data, os.PathLike):
         data = os.fspath(data)
     if label_overlay is not None:
         label_overlay = os.fspath(label_overlay)
-    if isinstance(model, Predictor):
-        predictor = model
-        class_ids, names = _classes_of(predictor, classes_csv)
-    else:
-        predictor = load_predictor(
-            model, classes_csv=classes_csv, resize_mode=resize_mode,
-            jpeg_downscale=jpeg_downscale, from_logits=from_logits,
-            resize_method=resize_method,
-        )
-        class_ids, names = predictor.class_ids, predictor.display_names
+    predictor = as_predictor(
+        model, classes_csv=classes_csv, resize_mode=resize_mode,
+        jpeg_downscale=jpeg_downscale, from_logits=from_logits,
+        resize_method=resize_method,
+    )
+    class_ids, names = predictor.class_ids, predictor.display_names
     if image_size is not None and image_size != predictor.image_size:
         raise ValueError(
             "Invalid value for argument `image_size`. Expected the model's "
@@ -212,23 +204,6 @@ def evaluate(
             ),
         )
     return result
-
-
-def _classes_of(predictor, classes_csv):
-    """The predictor's classes, or those of `classes_csv` if they agree."""
-    if not classes_csv:
-        return predictor.class_ids, predictor.display_names
-    from keras_csl.export.cards import classes_from_csv
-    from keras_csl.export.cards import index_class_ids
-
-    csv_ids, csv_names = classes_from_csv(classes_csv, predictor.num_classes)
-    allowed = (list(csv_ids), list(index_class_ids(predictor.num_classes)))
-    if predictor.class_ids not in allowed:
-        raise ValueError(
-            "Invalid value for argument `classes_csv`. Its classes differ "
-            f"from the model's. Received: classes_csv={classes_csv!r}"
-        )
-    return list(csv_ids), list(csv_names)
 
 
 def _predicted_batches(predictor, dataset, overlay):

@@ -1,7 +1,8 @@
 """Evaluation plots: AP against class frequency, precision-recall curves.
 
-matplotlib (headless "Agg" backend) is imported on first use; it comes
-with `pip install "keras-csl[demo]"`.
+matplotlib is imported on first use; it comes with
+`pip install "keras-csl[demo]"`. The figures are drawn without pyplot, so
+the caller's matplotlib backend (e.g. a notebook's) is left as it is.
 """
 
 import numpy as np
@@ -21,11 +22,11 @@ def plot_ap_vs_frequency(rows, result, path, annotate=5):
     Returns:
         `path`.
     """
-    plt = _pyplot()
+    fig = _figure(figsize=(8, 5.5), dpi=120)
     from matplotlib import ticker
 
     evaluated = [r for r in rows if r["ap"] is not None and r["frequency"] > 0]
-    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
+    ax = fig.subplots()
     if evaluated:
         frequency = [100.0 * r["frequency"] for r in evaluated]
         ax.scatter(
@@ -64,7 +65,6 @@ def plot_ap_vs_frequency(rows, result, path, annotate=5):
     ax.grid(True, which="major", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 
@@ -76,8 +76,8 @@ def plot_pr_curves(curves, path):
     `keras_csl.metrics.curves`). Each curve steps through the precision at
     every recall level reached. Returns `path`.
     """
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 6), dpi=120)
+    fig = _figure(figsize=(7, 6), dpi=120)
+    ax = fig.subplots()
     drawn = 0
     for name, precision, recall, ap, positives in curves:
         if len(precision) == 0:
@@ -102,7 +102,6 @@ def plot_pr_curves(curves, path):
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 
@@ -110,15 +109,13 @@ def _percent(value, _):
     return f"{value:g}%"
 
 
-def _pyplot():
+def _figure(**kwargs):
+    """A `matplotlib.figure.Figure`: no pyplot, no global backend change."""
     try:
-        import matplotlib
+        from matplotlib.figure import Figure
     except ImportError:
         raise ImportError(
             "The evaluation plots need matplotlib: pip install matplotlib "
             "(or pip install keras-csl[demo])."
         ) from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(**kwargs)

@@ -22,6 +22,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from keras_csl.data.preprocessing import check_positive_int
 from keras_csl.export import cards
 from keras_csl.export import signatures
 from keras_csl.export.serving import load_for_serving
@@ -156,14 +157,7 @@ class Predictor:
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
         def bytes_fn(encoded):
-            images, indices, valid = signatures.decode_valid_images(
-                encoded, image_size, card.resize_mode, card.jpeg_downscale,
-                card.resize_method,
-            )
-            probabilities = signatures.scatter_rows(
-                probabilities_fn(images), indices, tf.shape(encoded)[0]
-            )
-            return probabilities, valid
+            return signatures.encoded_probabilities(encoded, card, probabilities_fn)
 
         return cls(images_fn, bytes_fn, card, source)
 
@@ -188,7 +182,7 @@ class Predictor:
                 f"values. Received: NaN or infinite pixels in images "
                 f"{bad[:20].tolist()}"
             )
-        _check_batch_size(batch_size)
+        batch_size = check_positive_int("batch_size", batch_size)
         outputs = [
             np.asarray(self._images_fn(tf.constant(images[start : start + batch_size])))
             for start in range(0, len(images), batch_size)
@@ -238,7 +232,7 @@ class Predictor:
                     f"{str(value)[:80]!r}"
                 )
         encoded = np.asarray(encoded, dtype=object).reshape(-1)
-        _check_batch_size(batch_size)
+        batch_size = check_positive_int("batch_size", batch_size)
         probabilities, valid = [], []
         for start in range(0, len(encoded), batch_size):
             batch_probabilities, batch_valid = self._bytes_fn(
@@ -317,6 +311,37 @@ def load_predictor(
     )
 
 
+def as_predictor(
+    model, classes_csv=None, resize_mode=None, jpeg_downscale=None,
+    from_logits=None, resize_method=None,
+):
+    """`model` if it is a `Predictor`, else `load_predictor(model, ...)`.
+
+    A `Predictor` has its preprocessing fixed, like an export: the settings
+    given must agree with its card, and `classes_csv` may only name its
+    classes (`keras_csl.export.cards.check_fixed_card`); the predictor is
+    returned with the renamed classes.
+
+    Raises:
+        ValueError: as `load_predictor`, and for a setting other than the
+            predictor's.
+    """
+    if not isinstance(model, Predictor):
+        return load_predictor(
+            model, classes_csv=classes_csv, resize_mode=resize_mode,
+            jpeg_downscale=jpeg_downscale, from_logits=from_logits,
+            resize_method=resize_method,
+        )
+    card = cards.check_fixed_card(
+        model.card, f"predictor of {model.source}", classes_csv=classes_csv,
+        resize_mode=resize_mode, resize_method=resize_method,
+        jpeg_downscale=jpeg_downscale, from_logits=from_logits,
+    )
+    if card is model.card:
+        return model
+    return Predictor(model._images_fn, model._bytes_fn, card, model.source)
+
+
 def _is_keras_model(path):
     if tf.io.gfile.isdir(path):
         return not holds_saved_model(path) and tf.io.gfile.exists(
@@ -342,26 +367,11 @@ def _load_export(
             f"{card.num_classes} classes at {card.image_size} px, its "
             f"signatures {num_classes} classes at {image_size} px."
         )
-    for name, given in (
-        ("resize_mode", resize_mode), ("resize_method", resize_method),
-        ("jpeg_downscale", jpeg_downscale), ("from_logits", from_logits),
-    ):
-        if given is not None and given != getattr(card, name):
-            raise ValueError(
-                f"Invalid value for argument `{name}`. The export at {path} "
-                f"was made with {name}={getattr(card, name)!r}. Received: "
-                f"{name}={given!r}"
-            )
-    if classes_csv:
-        csv_ids, _ = cards.classes_from_csv(classes_csv, num_classes)
-        numbered = cards.index_class_ids(num_classes)
-        if card.class_ids not in (numbered, tuple(csv_ids)):
-            raise ValueError(
-                f"Invalid value for argument `classes_csv`. Its class ids "
-                f"differ from those of the export {path}. Received: "
-                f"classes_csv={os.fspath(classes_csv)!r}"
-            )
-        card = cards.override_card(card, version_path, classes_csv=classes_csv)
+    card = cards.check_fixed_card(
+        card, f"export at {path}", classes_csv=classes_csv,
+        resize_mode=resize_mode, resize_method=resize_method,
+        jpeg_downscale=jpeg_downscale, from_logits=from_logits,
+    )
 
     def images_fn(images):
         return serve_images(images=images)["probabilities"]
@@ -402,13 +412,3 @@ def _one_by_one_on_error(serve_bytes, num_classes):
         return probabilities, valid
 
     return bytes_fn
-
-
-def _check_batch_size(batch_size):
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or (
-        batch_size < 1
-    ):
-        raise ValueError(
-            "Invalid value for argument `batch_size`. Expected a positive "
-            f"int. Received: batch_size={batch_size!r}"
-        )

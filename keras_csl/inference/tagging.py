@@ -105,8 +105,11 @@ def tag_images(
         output_dir: if set, each picture is saved there as
             `<name>.jpg` with its tags drawn, plus `tags.json`.
         batch_size: images per model call.
-        classes_csv: for a `.keras` model, overrides the card's classes.
-        resize_mode: for a `.keras` model, overrides the card's.
+        classes_csv: for a `.keras` model, overrides the card's classes;
+            for an export or a `Predictor`, may only rename them (as in
+            `load_predictor`).
+        resize_mode: for a `.keras` model, overrides the card's; for an
+            export or a `Predictor`, a value other than the card's raises.
         jpeg_downscale: likewise.
         from_logits: likewise.
         resize_method: likewise.
@@ -119,27 +122,22 @@ def tag_images(
 
     Raises:
         ValueError: for a threshold outside [0, 1], a `batch_size` that is
-            not a positive int, or a missing image path.
+            not a positive int, a missing image path, or settings or classes
+            that disagree with an export's or a `Predictor`'s.
     """
-    from keras_csl.inference.predictor import Predictor
-    from keras_csl.inference.predictor import load_predictor
+    from keras_csl.data.preprocessing import check_positive_int
+    from keras_csl.inference.predictor import as_predictor
 
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(
             "Invalid value for argument `threshold`. Expected a probability "
             f"in [0, 1]. Received: threshold={threshold!r}"
         )
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or (
-        batch_size < 1
-    ):
-        raise ValueError(
-            "Invalid value for argument `batch_size`. Expected a positive int. "
-            f"Received: batch_size={batch_size!r}"
-        )
+    batch_size = check_positive_int("batch_size", batch_size)
     if output_dir is not None:
         _require_pillow()
     files = list_images(images)
-    predictor = model if isinstance(model, Predictor) else load_predictor(
+    predictor = as_predictor(
         model, classes_csv=classes_csv, resize_mode=resize_mode,
         jpeg_downscale=jpeg_downscale, from_logits=from_logits,
         resize_method=resize_method,

@@ -94,3 +94,33 @@ def test_default_cards(caplog):
     assert "bare.keras has no model card: using the defaults: classes named by " \
         "index (0-1), resize_mode='squash', jpeg_downscale=True, " \
         "from_logits=True" in caplog.text
+
+
+def test_check_fixed_card(tmp_path):
+    owner = "export at e/1"
+    assert cards.check_fixed_card(CARD, owner) is CARD
+    same = dict(resize_mode="pad", jpeg_downscale=False, from_logits=True)
+    assert cards.check_fixed_card(CARD, owner, **same) is CARD
+    message = (
+        "The export at e/1 was made with resize_mode='pad'. "
+        "Received: resize_mode='crop'"
+    )
+    with pytest.raises(ValueError, match=message):
+        cards.check_fixed_card(CARD, owner, resize_mode="crop")
+    with pytest.raises(ValueError, match="Invalid setting 'class_ids'"):
+        cards.check_fixed_card(CARD, owner, class_ids=["x", "y"])
+
+    names = tmp_path / "names.csv"
+    write_classes_csv(str(names), ["/m/a", "/m/b"], ["Apple", "Bee"])
+    renamed = cards.check_fixed_card(CARD, owner, classes_csv=str(names))
+    assert renamed.display_names == ("Apple", "Bee")
+    assert renamed.resize_mode == "pad"
+    other = tmp_path / "other.csv"
+    write_classes_csv(str(other), ["x", "y"], ["X", "Y"])
+    with pytest.raises(ValueError, match="class ids differ from those of the export"):
+        cards.check_fixed_card(CARD, owner, classes_csv=str(other))
+    # Ids that are indices may be replaced by real ones.
+    numbered = CARD.replace(class_ids=("0", "1"), display_names=("0", "1"))
+    assert cards.check_fixed_card(
+        numbered, owner, classes_csv=str(other)
+    ).class_ids == ("x", "y")

@@ -411,3 +411,52 @@ def test_evaluate_checks_the_shard_set_unless_told_not_to(predictor, tmp_path):
         targets[:first], predictor.predict_encoded(encoded[:first])
     )
     assert result["partial_map"] == pytest.approx(expected, abs=1e-4)
+
+
+def test_settings_given_with_a_predictor_must_be_its_own(predictor, tmp_path):
+    """A Predictor's preprocessing is fixed: another setting raises."""
+    missing = str(tmp_path / "*.tfrecord")  # raised before reading any data
+    with pytest.raises(ValueError, match="made with resize_mode='squash'"):
+        evaluate(predictor, missing, resize_mode="pad")
+    with pytest.raises(ValueError, match="made with jpeg_downscale=True"):
+        evaluate(predictor, missing, jpeg_downscale=False)
+    other_ids = tmp_path / "other.csv"
+    write_classes_csv(str(other_ids), list("abcde"), NAMES)
+    with pytest.raises(ValueError, match="`classes_csv`. Its class ids differ"):
+        evaluate(predictor, missing, classes_csv=str(other_ids))
+
+    pattern, _, _, _ = write_dataset(tmp_path / "data", np.random.default_rng(7))
+    renamed = tmp_path / "renamed.csv"
+    write_classes_csv(str(renamed), IDS, list("vwxyz"))
+    plain = evaluate(predictor, pattern)
+    same = evaluate(
+        predictor, pattern, resize_mode="squash", resize_method="bilinear",
+        jpeg_downscale=True, from_logits=True, classes_csv=str(renamed),
+    )
+    assert same["partial_map"] == plain["partial_map"]
+    assert [r["display_name"] for r in same["per_class"]] == list("vwxyz")
+    assert predictor.display_names == NAMES  # the predictor is left as it was
+
+
+def test_plots_leave_the_matplotlib_backend_alone(tmp_path):
+    """A notebook's backend stays: the plots draw without pyplot."""
+    import matplotlib
+
+    from keras_csl.inference import plot_ap_vs_frequency
+    from keras_csl.inference import plot_pr_curves
+
+    previous = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        rows = [dict(ap=50.0 + c, frequency=0.1 * (c + 1), display_name=f"c{c}")
+                for c in range(3)]
+        plot_ap_vs_frequency(
+            rows, dict(partial_map=51.0, num_images=10), tmp_path / "ap.png"
+        )
+        precision, recall = np.array([1.0, 0.5]), np.array([0.5, 1.0])
+        plot_pr_curves([("c0", precision, recall, 75.0, 2)], tmp_path / "pr.png")
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(previous)
+    assert (tmp_path / "ap.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "pr.png").read_bytes()[:4] == b"\x89PNG"

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_csl.data import write_classes_csv
 from keras_csl.inference import Predictor
 from keras_csl.inference import format_table
 from keras_csl.inference import select_tags
@@ -140,3 +141,32 @@ def test_tag_images_checks_arguments_first(predictor, tmp_path):
         tag_images(predictor, tmp_path, batch_size=0)
     with pytest.raises(ValueError, match="threshold=1.5"):
         tag_images(predictor, tmp_path, threshold=1.5)
+
+
+def test_settings_given_with_a_predictor_must_be_its_own(predictor, tmp_path):
+    """A Predictor's preprocessing is fixed: another setting raises."""
+    write_images(tmp_path, np.random.default_rng(2))
+    image = tmp_path / "a.jpg"
+    with pytest.raises(ValueError, match="made with resize_method='bilinear'"):
+        tag_images(predictor, image, resize_method="pillow_bicubic")
+    with pytest.raises(ValueError, match="made with from_logits=True"):
+        tag_images(predictor, image, from_logits=False)
+    other_ids = tmp_path / "other.csv"
+    write_classes_csv(str(other_ids), list("abcde"), NAMES)
+    with pytest.raises(ValueError, match="`classes_csv`. Its class ids differ"):
+        tag_images(predictor, image, classes_csv=str(other_ids))
+
+    renamed = tmp_path / "renamed.csv"
+    write_classes_csv(str(renamed), IDS, list("vwxyz"))
+    plain = tag_images(predictor, image, threshold=0.0, top_k=0)
+    same = tag_images(
+        predictor, image, threshold=0.0, top_k=0, resize_mode="squash",
+        resize_method="bilinear", jpeg_downscale=True, from_logits=True,
+        classes_csv=str(renamed),
+    )
+    assert [t["score"] for t in same[0]["tags"]] == [
+        t["score"] for t in plain[0]["tags"]
+    ]
+    assert [t["name"] for t in same[0]["tags"]] == [
+        "vwxyz"[t["index"]] for t in plain[0]["tags"]
+    ]

@@ -41,3 +41,20 @@ def test_demo_end_to_end(tmp_path):
     assert card.class_ids == tuple(mosaics.CLASS_IDS)
     assert card.display_names == tuple(mosaics.DISPLAY_NAMES)
     assert card.image_size == 48 and card.resize_mode == "squash"
+
+
+def test_demo_plot_leaves_the_matplotlib_backend_alone(tmp_path):
+    import matplotlib
+
+    previous = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        results = {
+            scheme: {mode: {"map": 60.0 + i} for i, mode in enumerate(demo.MODES)}
+            for scheme in ("FPC 100", "RPS 0.7")
+        }
+        demo._plot(results, tmp_path / "plot.png")
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(previous)
+    assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
