@@ -11,7 +11,7 @@ anywhere.
 import tensorflow as tf
 
 
-def as_dataset_fn(data, batch_size=None):
+def as_dataset_fn(data, batch_size):
     """`fn(input_context) -> tf.data.Dataset` for `data`.
 
     Args:
@@ -19,13 +19,12 @@ def as_dataset_fn(data, batch_size=None):
             `tf.data.Dataset` of `(images, targets)` batches, or a tuple of
             arrays `(images, targets)`.
         batch_size: rows per replica when the batches must be cut again
-            (several replicas, or arrays); default 32.
+            (several replicas, or arrays).
     """
     if callable(data) and not isinstance(data, tf.data.Dataset):
         return data
-    per_replica = batch_size or 32
     if isinstance(data, (tuple, list)):
-        data = tf.data.Dataset.from_tensor_slices(tuple(data[:2])).batch(per_replica)
+        data = tf.data.Dataset.from_tensor_slices(tuple(data[:2])).batch(batch_size)
     if not isinstance(data, tf.data.Dataset):
         raise ValueError(
             "Invalid value for argument `validation_data`. Expected a "
@@ -40,7 +39,7 @@ def as_dataset_fn(data, batch_size=None):
         rows = data.unbatch().shard(
             input_context.num_input_pipelines, input_context.input_pipeline_id
         )
-        return rows.batch(per_replica)
+        return rows.batch(batch_size)
 
     return dataset_fn
 

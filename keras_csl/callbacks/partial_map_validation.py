@@ -84,7 +84,6 @@ class PartialMAPValidation(keras.callbacks.Callback):
 
     Attributes:
         metric: the `PartialMeanAveragePrecision` (holding the last pass).
-        last_logs: the values of the last validation.
     """
 
     def __init__(
@@ -119,14 +118,12 @@ class PartialMAPValidation(keras.callbacks.Callback):
         self.max_samples = max_samples
         self.num_examples = num_examples
         self.from_logits = from_logits
-        self.batch_size = batch_size
+        self.batch_size = batch_size or 32
         self.name = name
         self.metric = None
-        self.last_logs = {}
         self._pass = None
 
     def on_train_begin(self, logs=None):
-        self.last_logs = {}
         if self.metric is not None:
             return
         num_classes = int(self.model.outputs[0].shape[-1])
@@ -180,7 +177,7 @@ class PartialMAPValidation(keras.callbacks.Callback):
         if count is None or replicas == 1 or _backend.is_multi_worker(strategy):
             return count  # Workers' shares of the files may be uneven.
         # One pipeline: per-replica batches go to the replicas in turn.
-        batch = self.batch_size or 32
+        batch = self.batch_size
         return math.ceil(math.ceil(count / batch) / replicas) * batch
 
     def on_epoch_end(self, epoch, logs=None):
@@ -196,7 +193,6 @@ class PartialMAPValidation(keras.callbacks.Callback):
         if self.ema is not None:
             with self.ema.averaged_weights():
                 values[self.name + "_ema"] = self._score()
-        self.last_logs = values
         return values
 
     def _score(self):
@@ -214,7 +210,7 @@ class PartialMAPValidation(keras.callbacks.Callback):
         self.metric.reset_state()
         data = self.validation_data
         if isinstance(data, (tuple, list)):
-            size = self.batch_size or 32
+            size = self.batch_size
             data = [
                 (data[0][i:i + size], data[1][i:i + size])
                 for i in range(0, len(data[0]), size)

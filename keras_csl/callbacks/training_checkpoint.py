@@ -62,10 +62,6 @@ class TrainingCheckpoint(keras.callbacks.Callback):
             of arrays and plain values, and `set_state(dict)`; saved under
             their class name, which must be unique.
         keep: checkpoints kept. Defaults to 2.
-
-    Attributes:
-        restored_epoch: epochs done in the checkpoint restored by the last
-            `on_train_begin` (0 if none).
     """
 
     def __init__(self, directory, loss=None, track=(), keep=2):
@@ -90,7 +86,6 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         self.loss = loss
         self.track = list(track)
         self.keep = keep
-        self.restored_epoch = 0
 
     # ---------------------------------------------------------------- files
 
@@ -112,7 +107,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
     # ------------------------------------------------------------- restore
 
     def on_train_begin(self, logs=None):
-        self.restored_epoch = self.restore()
+        self.restore()
 
     def restore(self, path=None):
         """Restores `path` (default: the latest checkpoint); returns its epoch.

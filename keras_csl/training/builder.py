@@ -236,6 +236,11 @@ def _build_in_scope(config, steps_per_epoch, run_dir, model_fn):
     values = class_prior.initial_prior(config, num_classes)
     if values is not None:
         loss.set_prior(values)
+        # The loss decides (none in "ignore"/"negative" mode, or at 0).
+        logger.info("Class prior read from %s: %d of %d classes left out by "
+                    "the class-aware rule (threshold %.3g).", config.prior,
+                    int(loss.excluded_classes().sum()), num_classes,
+                    config.loss["prior_threshold"])
     return dict(model=model, card=card, schedule=schedule, optimizer=optimizer,
                 loss=loss, tracker=tracker)
 
@@ -287,14 +292,22 @@ def _prepare_run_dir(config, run_dir, steps_per_epoch, global_batch, chief):
             )
     if chief:
         # Written whole, then renamed: other workers may be reading it.
-        with _backend.write_folder(run_dir, True):
-            with _backend.open_file(path + ".tmp", "w") as f:
-                f.write(json.dumps(current, indent=1, sort_keys=True) + "\n")
-            _backend.rename(path + ".tmp", path)
+        _backend.makedirs(run_dir)
+        with _backend.open_file(path + ".tmp", "w") as f:
+            f.write(json.dumps(current, indent=1, sort_keys=True) + "\n")
+        _backend.rename(path + ".tmp", path)
 
 
 class _StepScalars(keras.callbacks.Callback):
-    """TensorBoard `step/loss` and `step/learning_rate` every N steps."""
+    """TensorBoard `step/loss` and `step/learning_rate` every N steps.
+
+    The step is counted on the host from the batch indices (`fit` and the
+    loop pass the index of the last step an execution ran), so the
+    optimizer's step counter and the learning rate are read from the device
+    only when a log may be due: the count can only run ahead of the
+    counter (a float16 step that overflowed does not advance it), and the
+    counter read then decides, as it would at every batch.
+    """
 
     def __init__(self, log_dir, every):
         super().__init__()
@@ -305,11 +318,20 @@ class _StepScalars(keras.callbacks.Callback):
 
         self.writer = self.writer or tf.summary.create_file_writer(self.log_dir)
         self._last = 0
+        self._step = self._iterations()  # TrainingCheckpoint restored it.
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._batch = -1
 
     def on_train_batch_end(self, batch, logs=None):
         import tensorflow as tf
 
-        step = int(self.model.optimizer.iterations.numpy())
+        self._step += batch - self._batch
+        self._batch = batch
+        if self._step // self.every == self._last // self.every:
+            self._last = self._step
+            return
+        step = self._step = self._iterations()
         if step // self.every == self._last // self.every or "loss" not in (logs or {}):
             self._last = step
             return
@@ -318,6 +340,9 @@ class _StepScalars(keras.callbacks.Callback):
         with self.writer.as_default(step=step):
             tf.summary.scalar("step/loss", float(logs["loss"]))
             tf.summary.scalar("step/learning_rate", rate)
+
+    def _iterations(self):
+        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
 
     def on_train_end(self, logs=None):
         if self.writer is not None:

@@ -38,7 +38,6 @@ a run reads, updates and writes it; the life cycle, in order:
 any backend; this module ties them to a `TrainConfig` and a run folder.
 """
 
-import logging
 import os
 
 import tensorflow as tf
@@ -46,8 +45,6 @@ import tensorflow as tf
 from keras_csl import priors
 from keras_csl.callbacks import ClassPriorUpdater
 from keras_csl.training import inputs
-
-logger = logging.getLogger(__name__)
 
 PRIOR_FILE = "prior.csv"
 SOURCES = ("online", "none")  # Any other value is the path of a prior CSV.
@@ -77,16 +74,8 @@ def initial_prior(config, num_classes):
         )
     class_ids, _, classes_csv = inputs.dataset_classes(config)
     if classes_csv is not None and len(class_ids) == num_classes:
-        values = priors.read_prior_csv(config.prior, class_ids=class_ids)
-    else:
-        values = priors.read_prior_csv(config.prior, num_classes=num_classes)
-    threshold = config.loss["prior_threshold"]
-    # prior_threshold=0 turns the class-aware rule off (the authors' code).
-    excluded = int((values > threshold).sum()) if threshold > 0 else 0
-    logger.info("Class prior read from %s: %d of %d classes left out by the "
-                "class-aware rule (threshold %.3g).", config.prior, excluded,
-                num_classes, threshold)
-    return values
+        return priors.read_prior_csv(config.prior, class_ids=class_ids)
+    return priors.read_prior_csv(config.prior, num_classes=num_classes)
 
 
 def prior_updater(config, loss, tracker, run_dir=None, class_ids=None,

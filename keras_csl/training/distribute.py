@@ -109,7 +109,8 @@ def make_strategy(kind="auto", devices=None):
 
 
 def is_multi_worker(strategy):
-    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    """Whether `strategy` is a `MultiWorkerMirroredStrategy`."""
+    return _backend.is_multi_worker(strategy)
 
 
 def num_workers(strategy):

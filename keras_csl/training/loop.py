@@ -27,7 +27,6 @@ same callbacks and reaches the same weights (tests/training/test_loop.py).
 """
 
 import dataclasses
-import logging
 import math
 import os
 
@@ -36,8 +35,6 @@ import tensorflow as tf
 
 from keras_csl.callbacks import _saving
 from keras_csl.training.builder import build_run
-
-logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass

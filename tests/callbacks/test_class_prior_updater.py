@@ -95,12 +95,23 @@ def test_tracker_and_loss_must_agree_on_logits():
 
 
 def test_logs_how_many_classes_the_prior_excludes():
-    model, loss = build()
+    # Zero weights, no learning: each prior is sigmoid(bias), i.e. 0.27,
+    # 0.73, 0.12 and 0.88; two of the four exceed the threshold 0.5.
+    inputs = keras.Input((3,))
+    biases = keras.initializers.Constant([-1.0, 1.0, -2.0, 2.0])
+    model = keras.Model(inputs, keras.layers.Dense(
+        4, kernel_initializer="zeros", bias_initializer=biases)(inputs))
+    loss = keras_csl.ClassAwareSelectiveLoss(num_classes=4, likelihood_topk=0,
+                                             prior_threshold=0.5)
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss=loss,
+                  metrics=[keras_csl.metrics.MeanPrediction(4)])
     x, y = data()
     updater = keras_csl.callbacks.ClassPriorUpdater(loss, warmup_epochs=1)
     history = model.fit(x, y, batch_size=8, epochs=2, callbacks=[updater], verbose=0)
+    np.testing.assert_allclose(loss.prior, sigmoid(np.array([-1.0, 1.0, -2.0, 2.0])),
+                               rtol=1e-5)
     # No prior during the warm-up epoch (no value), then the classes above 0.5.
-    assert history.history["prior_above_threshold"] == [int((loss.prior > 0.5).sum())]
+    assert history.history["prior_above_threshold"] == [2]
 
 
 def test_threshold_zero_turns_the_class_aware_rule_off_in_the_logs():

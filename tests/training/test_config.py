@@ -10,7 +10,6 @@ import pytest
 from keras_csl.losses import ClassAwareSelectiveLoss
 from keras_csl.training import TrainConfig
 from keras_csl.training import apply_overrides
-from keras_csl.training.config import LEGACY_FIELDS
 from keras_csl.training.recipe import load_config
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "recipes" / "configs"
@@ -220,9 +219,6 @@ def test_json_round_trip_and_old_dicts():
     old_options = dict(config.to_dict(), dataset_options={"resize_mode": "pad"})
     with pytest.raises(ValueError, match=r"dataset_options\['resize_mode'\] -> resize_mode"):
         TrainConfig.from_dict(old_options)
-    assert set(LEGACY_FIELDS) == {"loss_mode", "gamma_pos", "gamma_neg",
-                                  "gamma_unannotated", "clip", "likelihood_topk",
-                                  "prior_threshold"}
 
 
 def test_config_fields_are_plain_values():
