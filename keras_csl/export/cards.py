@@ -19,11 +19,10 @@ from keras_csl.models.card import get_model_card
 
 logger = logging.getLogger(__name__)
 
+# The preprocessing and output settings (fixed in an export's graph).
+SETTINGS = ("resize_mode", "resize_method", "jpeg_downscale", "from_logits")
 # The fields a caller may override, in the order they are reported.
-OVERRIDABLE = (
-    "class_ids", "display_names", "resize_mode", "resize_method",
-    "jpeg_downscale", "from_logits",
-)
+OVERRIDABLE = ("class_ids", "display_names") + SETTINGS
 
 
 def index_class_ids(num_classes):
@@ -224,9 +223,9 @@ def check_fixed_card(card, owner, classes_csv=None, **settings):
             indices).
     """
     for name, given in settings.items():
-        if name not in OVERRIDABLE[2:]:
+        if name not in SETTINGS:
             raise ValueError(
-                f"Invalid setting {name!r}: expected some of {list(OVERRIDABLE[2:])}."
+                f"Invalid setting {name!r}: expected some of {list(SETTINGS)}."
             )
         if given is not None and given != getattr(card, name):
             raise ValueError(
